@@ -1,0 +1,1 @@
+"""Subcommands of the `edgevoice` console script; each module has `register(parser)`."""
