@@ -1,0 +1,1 @@
+"""The asyncio daemon: wires capture, gate, model, playback and the session store."""

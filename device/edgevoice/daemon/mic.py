@@ -1,0 +1,165 @@
+"""The microphone side of the voice loop: capture frames -> gate -> AudioDelta for the BidiAgent.
+
+A Strands InputStream (`start`, `stop`, `__call__`). Only gated turn audio reaches the model; after
+each turn a short run of digital silence marks its end (cloud models and the local one endpoint on
+trailing silence). A turn that opens while the speaker plays is a barge-in: playback stops first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from strands.bidi.types.media import AudioDelta
+
+from ..gate import TurnEnded, TurnFrame, TurnStarted
+from .state import Event, StateMachine
+
+if TYPE_CHECKING:
+    from strands.bidi import BidiAgent
+
+log = logging.getLogger(__name__)
+
+RATE = 16000
+
+
+class FrameSource(Protocol):
+    async def read(self) -> bytes:
+        """One capture period of 16 kHz mono S16_LE; b"" once the source has ended."""
+        ...
+
+
+class TurnGate(Protocol):
+    def process(self, frame: bytes) -> list[TurnStarted | TurnFrame | TurnEnded]: ...
+
+
+class Speaker(Protocol):
+    @property
+    def is_playing(self) -> bool: ...
+
+    def flush(self) -> int: ...
+
+
+class Converter(Protocol):
+    def __call__(self, pcm: bytes) -> bytes: ...
+
+
+class GatedMic:
+    """Reads frames, gates them, and hands turn audio to the agent one AudioDelta at a time."""
+
+    def __init__(
+        self,
+        source: FrameSource,
+        gate: TurnGate,
+        speaker: Speaker,
+        state: StateMachine,
+        *,
+        to_model_rate: Converter | None = None,
+        end_padding_ms: int = 600,
+        barge_in: bool = True,
+        echo_tail_s: float = 0.3,
+        on_ready: Callable[[], None] | None = None,
+        on_end: Callable[[], None] | None = None,
+        max_pending: int = 1000,
+    ) -> None:
+        self._source = source
+        self._gate = gate
+        self._speaker = speaker
+        self._state = state
+        self.convert: Converter = to_model_rate or (lambda pcm: pcm)
+        self._padding = bytes(RATE * 2 * end_padding_ms // 1000)
+        self._barge_in = barge_in
+        self._echo_tail_s = echo_tail_s
+        self._on_ready = on_ready
+        self._on_end = on_end
+        # Turn audio waiting for the agent; bounded so a model that is down cannot grow it without end.
+        self._pending: deque[bytes] = deque(maxlen=max_pending)
+        self._wake = asyncio.Event()
+        self._speaker_quiet_at = 0.0
+        self.frames_seen = 0
+        self.frames_sent = 0
+        self.turns_started = 0
+        self.turns_ended = 0
+        self.barge_ins = 0
+        self.echo_dropped = 0
+        self.ended = False
+
+    async def start(self, agent: BidiAgent) -> None:
+        return
+
+    async def stop(self) -> None:
+        return
+
+    def speaker_went_quiet(self) -> None:
+        """Called on the loop when playback goes idle: the echo tail starts now."""
+        self._speaker_quiet_at = time.monotonic()
+
+    async def pump(self) -> None:
+        """Read and gate frames until the source ends. Runs whether or not the model is connected."""
+        while frame := await self._source.read():
+            self.handle(frame)
+        self.ended = True
+        log.info("capture ended after %d frames", self.frames_seen)
+        if self._on_end:
+            self._on_end()
+
+    async def __call__(self) -> AudioDelta:
+        while not self._pending:
+            self._wake.clear()
+            await self._wake.wait()
+        return AudioDelta(format="pcm", source={"bytes": self._pending.popleft()})
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def _in_echo(self) -> bool:
+        return self._speaker.is_playing or time.monotonic() - self._speaker_quiet_at < self._echo_tail_s
+
+    def handle(self, frame: bytes) -> None:
+        """Gate one frame; queue what the model must get. Plain code, driven frame by frame in tests."""
+        self.frames_seen += 1
+        if self.frames_seen == 1 and self._on_ready:
+            self._on_ready()
+        echo = self._in_echo()
+        if echo and not self._barge_in:
+            # Half-duplex: the speaker's own voice must not open a turn.
+            self.echo_dropped += 1
+            return
+        for decision in self._gate.process(frame):
+            if isinstance(decision, TurnStarted):
+                self.turns_started += 1
+                if self._speaker.is_playing:
+                    dropped = self._speaker.flush()
+                    self.barge_ins += 1
+                    log.info("barge-in: playback stopped, %d bytes dropped", dropped)
+                    self._state.fire(Event.BARGE_IN)
+                self._state.fire(Event.TURN_STARTED)
+                for f in decision.preroll:
+                    self._send(f)
+            elif isinstance(decision, TurnFrame):
+                self._send(decision.frame)
+            elif isinstance(decision, TurnEnded):
+                self.turns_ended += 1
+                self._send(self._padding)
+                self._state.fire(Event.TURN_ENDED)
+
+    def _send(self, pcm: bytes) -> None:
+        out = self.convert(pcm)
+        if out:
+            self.frames_sent += 1
+            self._pending.append(out)
+            self._wake.set()
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "frames_seen": self.frames_seen,
+            "frames_sent": self.frames_sent,
+            "turns": self.turns_ended,
+            "barge_ins": self.barge_ins,
+            "echo_dropped": self.echo_dropped,
+        }

@@ -1,0 +1,103 @@
+"""Config: defaults, every kind of bad value -> exit 2 and one line naming the key."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edgevoice import config
+
+EDGEVOICE = [sys.executable, "-m", "edgevoice.cli"]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "edgevoice"), *args], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_defaults_need_no_file(tmp_path: Path) -> None:
+    s = config.parse("")
+    assert s == config.Settings()
+    assert s.gate.preroll_ms == 400 and s.gate.hangover_ms == 700
+    assert s.session.dir == "/var/lib/edgevoice/sessions"
+    assert s.model.provider == "local"
+
+
+def test_values_are_read(tmp_path: Path) -> None:
+    p = tmp_path / "e.toml"
+    p.write_text('[audio]\ncapture_device = "plughw:CARD=Mic,DEV=0"\nperiod_ms = 20\n[gate]\nthreshold = 0.6\n')
+    s = config.load(p)
+    assert s.audio.capture_device == "plughw:CARD=Mic,DEV=0"
+    assert s.audio.period_ms == 20
+    assert s.gate.threshold == 0.6
+
+
+BAD = [
+    ("[gate]\nhangover_ms = 'long'\n", "gate.hangover_ms", "integer"),
+    ("[gate]\nhangover_ms = 5\n", "gate.hangover_ms", "between"),
+    ("[gate]\nmode = 'always'\n", "gate.mode", "one of"),
+    ("[gate]\nthreshold = true\n", "gate.threshold", "number"),
+    ("[audio]\nperiod_ms = 25\n", "audio.period_ms", "one of 10, 20, 30"),
+    ("[audio]\nhalf_duplex = 'yes'\n", "audio.half_duplex", "true or false"),
+    ("[audio]\ncapture_device = 3\n", "audio.capture_device", "string"),
+    ("[audio]\nbogus = 1\n", "audio.bogus", "unknown key"),
+    ("[nonsense]\nx = 1\n", "nonsense", "unknown key"),
+    ("gate = 3\n", "gate", "table"),
+    ("[model]\nprovider = 'siri'\n", "model.provider", "one of"),
+    ("[gate]\nstart_frames = 9\nwindow_frames = 4\n", "gate.start_frames", "window_frames"),
+    ("[gate\n", "not valid TOML", ""),
+    ("[model]\napi_key_file = '/nonexistent/key'\n", "model.api_key_file", "cannot be read"),
+]
+
+
+@pytest.mark.parametrize(("text", "key", "why"), BAD)
+def test_bad_value_names_the_key(text: str, key: str, why: str) -> None:
+    with pytest.raises(config.ConfigError) as e:
+        config.parse(text)
+    msg = str(e.value)
+    assert key in msg and why in msg
+    assert "\n" not in msg
+
+
+def test_secret_file_must_be_private(tmp_path: Path) -> None:
+    key = tmp_path / "key"
+    key.write_text("sk-test\n")
+    os.chmod(key, 0o644)
+    with pytest.raises(config.ConfigError, match="model.api_key_file .* 0600"):
+        config.parse(f"[model]\napi_key_file = '{key}'\n")
+    os.chmod(key, 0o600)
+    s = config.parse(f"[model]\napi_key_file = '{key}'\n")
+    assert config.read_api_key(s.model, "NOPE_NOT_SET") == "sk-test"
+
+
+def test_api_key_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EDGEVOICE_TEST_KEY", "abc")
+    assert config.read_api_key(config.ModelSettings(), "EDGEVOICE_TEST_KEY") == "abc"
+
+
+def test_cli_check_exit_codes(tmp_path: Path) -> None:
+    good = tmp_path / "good.toml"
+    good.write_text("[gate]\nmode = 'push_to_talk'\n")
+    r = run_cli("config", "check", str(good))
+    assert r.returncode == 0, r.stderr
+    for i, (text, key, _why) in enumerate(BAD):
+        bad = tmp_path / f"bad{i}.toml"
+        bad.write_text(text)
+        r = run_cli("config", "check", str(bad))
+        assert r.returncode == 2, (text, r.stderr)
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and key in lines[0], (text, r.stderr)
+    r = run_cli("config", "check", str(tmp_path / "missing.toml"))
+    assert r.returncode == 2 and "missing.toml" in r.stderr
+
+
+def test_every_field_documented_and_in_readme() -> None:
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    for key, _t, _d, doc in config.field_docs():
+        assert doc, f"{key} has no docstring"
+        assert f"`{key}`" in readme, f"{key} is not in the README's config reference"
