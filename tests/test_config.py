@@ -68,7 +68,7 @@ def test_secret_file_must_be_private(tmp_path: Path) -> None:
     key = tmp_path / "key"
     key.write_text("sk-test\n")
     os.chmod(key, 0o644)
-    with pytest.raises(config.ConfigError, match="model.api_key_file .* 0600"):
+    with pytest.raises(config.ConfigError, match=r"model\.api_key_file .* 0600"):
         config.parse(f"[model]\napi_key_file = '{key}'\n")
     os.chmod(key, 0o600)
     s = config.parse(f"[model]\napi_key_file = '{key}'\n")

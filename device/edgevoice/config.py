@@ -8,6 +8,7 @@ Secrets never live in the TOML: API keys come from the environment or a 0600 fil
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 import stat
 import tomllib
@@ -44,8 +45,8 @@ class AudioSettings:
     """Bound of the capture queue; when full, the oldest frame is dropped and counted."""
 
     half_duplex: bool = True
-    """Echo guard: while the speaker plays (and for `echo_tail_ms` after), captured frames are not
-    sent as user speech unless barge-in fires."""
+    """Echo guard: only gated turns ever reach the model, a turn opening while the speaker plays is a
+    barge-in (playback stops), and frames in the `echo_tail_ms` after playback are dropped unheard."""
 
     echo_tail_ms: int = 300
     """How long after playback ends captured frames are still treated as echo."""
@@ -286,7 +287,7 @@ def field_docs() -> list[tuple[str, str, str, str]]:
     for node in tree.body:
         if isinstance(node, ast.ClassDef):
             body = node.body
-            for a, b in zip(body, body[1:], strict=False):
+            for a, b in itertools.pairwise(body):
                 if (
                     isinstance(a, ast.AnnAssign)
                     and isinstance(a.target, ast.Name)

@@ -46,7 +46,7 @@ def speak_to_raw(text: str, voice: str, out: Path, rate: int = 16000) -> int:
     """espeak-ng speech at `rate`, mono S16_LE, with silence around it; returns the frame count."""
     import numpy as np
 
-    from ..audio.resample import resample_once
+    from ..audio.resample import resample
 
     if shutil.which("espeak-ng") is None:
         raise config.ConfigError("demo: espeak-ng is not installed (apt-get install espeak-ng)")
@@ -54,7 +54,7 @@ def speak_to_raw(text: str, voice: str, out: Path, rate: int = 16000) -> int:
     subprocess.run(["espeak-ng", "-v", voice, "-w", str(wav), text], check=True)
     with wave.open(str(wav), "rb") as w:
         pcm, src_rate = w.readframes(w.getnframes()), w.getframerate()
-    pcm = resample_once(pcm, src_rate, rate)
+    pcm = resample(pcm, src_rate, rate)
     frame = rate * PERIOD_MS // 1000 * 2
     body = bytes(rate * 2 * 3 // 10) + pcm + bytes(rate * 2 * 2)  # 0.3 s before, 2 s after
     body += bytes(-len(body) % frame)
@@ -83,6 +83,10 @@ pcm.edgevoice_speaker {{
 
 
 def run(args: argparse.Namespace) -> int:
+    import logging
+
+    if not args.verbose:  # the demo prints its own story; -v shows the daemon's log too
+        logging.getLogger().setLevel(logging.WARNING)
     base = Path(args.dir) if args.dir else default_dir()
     sessions = base / "sessions"
     if args.fresh and sessions.exists():

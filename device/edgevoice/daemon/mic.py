@@ -3,6 +3,7 @@
 A Strands InputStream (`start`, `stop`, `__call__`). Only gated turn audio reaches the model; after
 each turn a short run of digital silence marks its end (cloud models and the local one endpoint on
 trailing silence). A turn that opens while the speaker plays is a barge-in: playback stops first.
+Echo guard (half-duplex): frames in the short tail after playback are dropped, not gated.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from strands.bidi.types.media import AudioDelta
 
-from ..gate import TurnEnded, TurnFrame, TurnStarted
+from ..gate import GateEvent, TurnEnded, TurnFrame, TurnStarted
 from .state import Event, StateMachine
 
 if TYPE_CHECKING:
@@ -29,12 +30,16 @@ RATE = 16000
 
 class FrameSource(Protocol):
     async def read(self) -> bytes:
-        """One capture period of 16 kHz mono S16_LE; b"" once the source has ended."""
+        """One capture period of 16 kHz mono S16_LE; b"" or CaptureEnded once the source has ended."""
         ...
 
 
 class TurnGate(Protocol):
-    def process(self, frame: bytes) -> list[TurnStarted | TurnFrame | TurnEnded]: ...
+    def process(self, frame: bytes) -> list[GateEvent]: ...
+
+    def press(self) -> list[GateEvent]: ...
+
+    def release(self) -> list[GateEvent]: ...
 
 
 class Speaker(Protocol):
@@ -44,8 +49,7 @@ class Speaker(Protocol):
     def flush(self) -> int: ...
 
 
-class Converter(Protocol):
-    def __call__(self, pcm: bytes) -> bytes: ...
+Converter = Callable[[bytes], bytes]
 
 
 class GatedMic:
@@ -60,7 +64,6 @@ class GatedMic:
         *,
         to_model_rate: Converter | None = None,
         end_padding_ms: int = 600,
-        barge_in: bool = True,
         echo_tail_s: float = 0.3,
         on_ready: Callable[[], None] | None = None,
         on_end: Callable[[], None] | None = None,
@@ -72,7 +75,6 @@ class GatedMic:
         self._state = state
         self.convert: Converter = to_model_rate or (lambda pcm: pcm)
         self._padding = bytes(RATE * 2 * end_padding_ms // 1000)
-        self._barge_in = barge_in
         self._echo_tail_s = echo_tail_s
         self._on_ready = on_ready
         self._on_end = on_end
@@ -100,8 +102,13 @@ class GatedMic:
 
     async def pump(self) -> None:
         """Read and gate frames until the source ends. Runs whether or not the model is connected."""
-        while frame := await self._source.read():
-            self.handle(frame)
+        from ..audio import CaptureEnded
+
+        try:
+            while frame := await self._source.read():
+                self.handle(frame)
+        except CaptureEnded:
+            pass
         self.ended = True
         log.info("capture ended after %d frames", self.frames_seen)
         if self._on_end:
@@ -117,20 +124,30 @@ class GatedMic:
     def pending(self) -> int:
         return len(self._pending)
 
-    def _in_echo(self) -> bool:
-        return self._speaker.is_playing or time.monotonic() - self._speaker_quiet_at < self._echo_tail_s
+    def _in_echo_tail(self) -> bool:
+        return not self._speaker.is_playing and time.monotonic() - self._speaker_quiet_at < self._echo_tail_s
 
     def handle(self, frame: bytes) -> None:
         """Gate one frame; queue what the model must get. Plain code, driven frame by frame in tests."""
         self.frames_seen += 1
         if self.frames_seen == 1 and self._on_ready:
             self._on_ready()
-        echo = self._in_echo()
-        if echo and not self._barge_in:
-            # Half-duplex: the speaker's own voice must not open a turn.
+        if self._in_echo_tail():
+            # The room still rings with the answer's last words: they must not open a turn.
             self.echo_dropped += 1
             return
-        for decision in self._gate.process(frame):
+        self._apply(self._gate.process(frame))
+
+    def press(self) -> None:
+        """Push-to-talk button down (call on the event loop): a turn opens, barging in if needed."""
+        self._apply(self._gate.press())
+
+    def release(self) -> None:
+        """Push-to-talk button up: the turn ends."""
+        self._apply(self._gate.release())
+
+    def _apply(self, decisions: list[GateEvent]) -> None:
+        for decision in decisions:
             if isinstance(decision, TurnStarted):
                 self.turns_started += 1
                 if self._speaker.is_playing:

@@ -60,10 +60,7 @@ class StateMachine:
         self._listeners.append(listener)
 
     def fire(self, event: Event) -> State:
-        if event is Event.MODEL_LOST:
-            new = State.OFFLINE
-        else:
-            new = TRANSITIONS.get((self.state, event), self.state)
+        new = State.OFFLINE if event is Event.MODEL_LOST else TRANSITIONS.get((self.state, event), self.state)
         if new is not self.state:
             old, self.state = self.state, new
             log.debug("state %s -> %s on %s", old.value, new.value, event.value)

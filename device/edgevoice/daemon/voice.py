@@ -15,8 +15,10 @@ from .speaker import SpeakerOutput
 from .state import Event, State, StateMachine
 
 if TYPE_CHECKING:
+    from strands.bidi import BidiAgent
     from strands.bidi.models import BidiModel
     from strands.session.session_manager import SessionManager
+    from strands.types.agent import LocalAgent
 
     from ..audio import Capture, Playback
 
@@ -36,14 +38,14 @@ class VoiceLoop:
         capture: Capture | None = None,
         playback: Playback | None = None,
         model: BidiModel | None = None,
-        session_manager: SessionManager | None = None,
+        session_manager: SessionManager[LocalAgent] | None = None,
         stop_when_input_ends: bool = False,
         on_transcript: Callable[[str, str], None] | None = None,
         on_ready: Callable[[], None] | None = None,
         on_state: Callable[[State, State], None] | None = None,
     ) -> None:
         from ..audio import Capture, Playback
-        from ..gate import Gate, make_judge
+        from ..gate import make_gate
 
         self.settings = settings
         a = settings.audio
@@ -60,7 +62,7 @@ class VoiceLoop:
         self.playback = playback or Playback(
             a.playback_device, rate=a.playback_rate, period_ms=a.period_ms, reopen_max_s=a.reopen_max_s
         )
-        self.gate = Gate(settings.gate, frame_ms=a.period_ms, judge=make_judge(settings.gate))
+        self.gate = make_gate(settings)
         self._model = model
         self._session_manager = session_manager
         self._stop_when_input_ends = stop_when_input_ends
@@ -76,7 +78,6 @@ class VoiceLoop:
             self.gate,
             self.speaker,
             self.state,
-            barge_in=True,
             echo_tail_s=a.echo_tail_ms / 1000 if a.half_duplex else 0.0,
             on_ready=self._ready,
             on_end=self._check_done,
@@ -110,7 +111,7 @@ class VoiceLoop:
         ):
             self._done.set()
 
-    def _build_agent(self) -> object:
+    def _build_agent(self) -> BidiAgent:
         from strands.bidi import BidiAgent
 
         from ..models import make_model
@@ -126,15 +127,15 @@ class VoiceLoop:
             agent_id=self.settings.session.agent_id,
         )
 
-    def _model_rate_converter(self, agent: object) -> None:
+    def _model_rate_converter(self, agent: BidiAgent) -> None:
         from strands.bidi.models import AudioCapable
 
-        model = agent.model  # type: ignore[attr-defined]
+        model = agent.model
         rate = model.get_audio_config()["input"]["sample_rate"] if isinstance(model, AudioCapable) else 16000
         if rate != 16000:
             from ..audio.resample import StreamResampler
 
-            self.mic.convert = StreamResampler(16000, rate)
+            self.mic.convert = StreamResampler(16000, rate).process
 
     async def _converse(self) -> None:
         """Run the agent; when it fails, go offline, back off, and start it again."""
@@ -142,7 +143,7 @@ class VoiceLoop:
         while True:
             t0 = time.monotonic()
             try:
-                await self.agent.run(inputs=[self.mic], outputs=[self.speaker])  # type: ignore[attr-defined]
+                await self.agent.run(inputs=[self.mic], outputs=[self.speaker])
                 return
             except Exception as e:  # any provider error: the loop must outlive it
                 log.error("model stopped: %s: %s; retrying in %.0f s", type(e).__name__, e, delay)

@@ -35,17 +35,18 @@ def make_model(settings: Settings) -> BidiModel:
         if provider == "nova_sonic":
             from strands.bidi.models.bedrock import BedrockNovaSonicModel
 
-            kwargs = {"voice": m.voice} if m.voice else {}
-            return BedrockNovaSonicModel(model_id=model_id, region=m.region, **kwargs)
+            return BedrockNovaSonicModel(model_id=model_id, region=m.region, voice=m.voice or "matthew")
         if provider == "openai_realtime":
             from strands.bidi.models.openai.realtime import OpenAIRealtimeModel
 
             key = read_api_key(m, "OPENAI_API_KEY")
             if not key:
                 raise ConfigError("config: model.provider 'openai_realtime' needs OPENAI_API_KEY or model.api_key_file")
-            kwargs = {"voice": m.voice} if m.voice else {}
             return OpenAIRealtimeModel(
-                model_id=model_id, transcription_model_id=OPENAI_TRANSCRIPTION_MODEL, api_key=key, **kwargs
+                model_id=model_id,
+                transcription_model_id=OPENAI_TRANSCRIPTION_MODEL,
+                api_key=key,
+                voice=m.voice or "alloy",
             )
         if provider == "gemini_live":
             from strands.bidi.models.google import GoogleGeminiLiveModel
