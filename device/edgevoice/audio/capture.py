@@ -1,0 +1,269 @@
+"""ALSA capture: a reader thread hands fixed-size 16 kHz frames to asyncio.
+
+The thread never waits for the consumer: each frame goes to the event loop with
+`call_soon_threadsafe` into a bounded queue that drops (and counts) the oldest frame when full.
+A vanished device is reopened with capped exponential backoff; loss and recovery are logged once
+(recovery after half a second of audio has flowed again: see `outage.STABLE_S`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Protocol
+
+import alsaaudio
+
+from edgevoice.audio.outage import Outage
+from edgevoice.audio.resample import StreamResampler
+
+log = logging.getLogger(__name__)
+
+OUT_RATE = 16000
+"""The rate every frame leaves the capture at: the gate and the models work at 16 kHz."""
+
+
+class CaptureEnded(EOFError):
+    """`read()` after the stream ended: `max_frames` were captured or `stop()` was called."""
+
+
+class CapturePcm(Protocol):
+    """The part of `alsaaudio.PCM` the reader uses."""
+
+    def read(self) -> tuple[int, bytes]: ...
+    def info(self) -> dict[str, Any]: ...
+    def close(self) -> None: ...
+
+
+Opener = Callable[..., CapturePcm]
+
+
+class Capture:
+    """Frames of `period_ms` of 16 kHz mono S16_LE from the ALSA PCM named `device`.
+
+    `pace`: None reads as fast as the device delivers (real cards pace themselves); 1.0 paces
+    reads to real time and N to N times real time (a `file` PCM returns data instantly).
+    `max_frames`: end the stream after that many frames (a `file` PCM repeats stale buffer
+    data after its input file ends). `opener` is the seam for tests; it defaults to `alsaaudio.PCM`.
+    """
+
+    def __init__(
+        self,
+        device: str,
+        *,
+        rate: int = OUT_RATE,
+        period_ms: int = 30,
+        queue_frames: int = 100,
+        reopen_max_s: float = 1.0,
+        pace: float | None = None,
+        max_frames: int | None = None,
+        opener: Opener = alsaaudio.PCM,
+    ) -> None:
+        if period_ms <= 0 or queue_frames < 1 or reopen_max_s <= 0:
+            raise ValueError("period_ms, queue_frames and reopen_max_s must be positive")
+        if pace is not None and pace <= 0:
+            raise ValueError(f"pace must be positive (got {pace})")
+        self.device = device
+        self.rate = rate
+        self.period_ms = period_ms
+        self.frame_bytes = OUT_RATE * period_ms // 1000 * 2
+        self._queue_frames = queue_frames
+        self._reopen_max_s = reopen_max_s
+        self._pace = pace
+        self._max_frames = max_frames
+        self._opener = opener
+        # Loop side: touched only on the event loop.
+        self._queue: collections.deque[bytes] = collections.deque()
+        self._ready = asyncio.Event()
+        self._dropped = 0
+        self._captured = 0
+        self._ended = False
+        # Thread side: plain ints and a flag, read from anywhere.
+        self._overruns = 0
+        self._reopens = 0
+        self._open_failures = 0
+        self._pcm: CapturePcm | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # -- counters -------------------------------------------------------------------------
+    @property
+    def dropped(self) -> int:
+        """Frames thrown away because the queue was full (the oldest go first)."""
+        return self._dropped
+
+    @property
+    def captured(self) -> int:
+        """Frames handed to the queue so far, dropped ones included."""
+        return self._captured
+
+    @property
+    def overruns(self) -> int:
+        """ALSA overruns (reads that returned -EPIPE); the stream was recovered each time."""
+        return self._overruns
+
+    @property
+    def reopens(self) -> int:
+        """Times the device was opened again after it failed."""
+        return self._reopens
+
+    @property
+    def open_failures(self) -> int:
+        """Failed attempts to open the device."""
+        return self._open_failures
+
+    @property
+    def is_open(self) -> bool:
+        return self._pcm is not None
+
+    @property
+    def ended(self) -> bool:
+        """The reader has finished; `read()` returns what is queued, then raises CaptureEnded."""
+        return self._ended
+
+    # -- asyncio side ---------------------------------------------------------------------
+    async def start(self) -> None:
+        if self._thread is not None:
+            raise RuntimeError("capture already started")
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(target=self._run, name=f"capture:{self.device}", daemon=True)
+        self._thread.start()
+
+    async def stop(self) -> None:
+        """Stop the reader and close the device; frames already queued can still be read."""
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread.is_alive():
+            await asyncio.to_thread(thread.join)
+        self._end()
+
+    async def read(self) -> bytes:
+        """The next frame, oldest first; raises CaptureEnded once the stream is over and drained."""
+        while not self._queue:
+            if self._ended:
+                raise CaptureEnded(f"capture from {self.device!r} ended after {self._captured} frames")
+            self._ready.clear()
+            await self._ready.wait()
+        return self._queue.popleft()
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[bytes]:
+        while True:
+            try:
+                yield await self.read()
+            except CaptureEnded:
+                return
+
+    def _put(self, frame: bytes) -> None:
+        if len(self._queue) >= self._queue_frames:
+            self._queue.popleft()
+            self._dropped += 1
+        self._queue.append(frame)
+        self._captured += 1
+        self._ready.set()
+
+    def _end(self) -> None:
+        self._ended = True
+        self._ready.set()
+
+    def _to_loop(self, fn: Callable[..., None], *args: Any) -> bool:
+        assert self._loop is not None
+        try:
+            self._loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:  # the loop is closed: nobody is listening any more
+            return False
+        return True
+
+    # -- reader thread --------------------------------------------------------------------
+    def _open(self) -> tuple[CapturePcm, StreamResampler]:
+        period = self.rate * self.period_ms // 1000
+        pcm = self._opener(
+            alsaaudio.PCM_CAPTURE,
+            device=self.device,
+            rate=self.rate,
+            channels=1,
+            format=alsaaudio.PCM_FORMAT_S16_LE,
+            periodsize=period,
+        )
+        actual = int(pcm.info().get("rate", self.rate))
+        if actual != self.rate:
+            log.warning(
+                "capture device %s runs at %d Hz, not %d; resampling from %d",
+                self.device,
+                actual,
+                self.rate,
+                actual,
+            )
+        return pcm, StreamResampler(actual, OUT_RATE)
+
+    def _run(self) -> None:
+        outage = Outage(log, "capture", self.device, self._reopen_max_s)
+        opened_before = False
+        resampler: StreamResampler | None = None
+        pending = b""
+        frames = 0
+        pace_t0 = 0.0
+        pace_samples = 0
+        try:
+            while not self._stop.is_set():
+                if self._pcm is None:
+                    try:
+                        self._pcm, resampler = self._open()
+                    except alsaaudio.ALSAAudioError as e:
+                        self._open_failures += 1
+                        if self._stop.wait(outage.failed(e, opening=True)):
+                            break
+                        continue
+                    if opened_before:
+                        self._reopens += 1
+                    opened_before = True
+                    pending = b""
+                    pace_t0, pace_samples = time.monotonic(), 0
+                assert resampler is not None
+                try:
+                    n, data = self._pcm.read()
+                except alsaaudio.ALSAAudioError as e:
+                    self._close()
+                    if self._stop.wait(outage.failed(e, opening=False)):
+                        break
+                    continue
+                if n < 0:  # -EPIPE: overrun; pyalsaaudio has already re-prepared the stream
+                    self._overruns += 1
+                    continue
+                if n == 0:
+                    self._stop.wait(self.period_ms / 4000)
+                    continue
+                outage.worked(n / resampler.in_rate)
+                pending += resampler.process(data)
+                while len(pending) >= self.frame_bytes:
+                    frame, pending = pending[: self.frame_bytes], pending[self.frame_bytes :]
+                    if not self._to_loop(self._put, frame):
+                        return
+                    frames += 1
+                    if self._max_frames is not None and frames >= self._max_frames:
+                        return
+                if self._pace is not None:
+                    pace_samples += n
+                    due = pace_t0 + pace_samples / (resampler.in_rate * self._pace)
+                    delay = due - time.monotonic()
+                    if delay > 0 and self._stop.wait(delay):
+                        break
+        finally:
+            self._close()
+            if self._loop is not None:
+                self._to_loop(self._end)
+
+    def _close(self) -> None:
+        pcm, self._pcm = self._pcm, None
+        if pcm is not None:
+            try:
+                pcm.close()
+            except alsaaudio.ALSAAudioError as e:
+                log.debug("closing capture device %s: %s", self.device, e)
