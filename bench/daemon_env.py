@@ -69,7 +69,11 @@ def run_daemon(provider: str, idle_s: float) -> tuple[float, float]:
 
 def bare_import() -> tuple[float, float]:
     """(wall seconds, peak RSS MiB) of `python -c "import strands.bidi"`."""
-    code = "import resource, strands.bidi; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss across fork and exec, so a child would report ours.
+    code = (
+        "import strands.bidi\n"
+        "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM:')][0])"
+    )
     t0 = time.perf_counter()
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     return time.perf_counter() - t0, int(out) / 1024

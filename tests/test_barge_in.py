@@ -115,6 +115,7 @@ def test_model_barge_in_event_stops_playback(alsa: AsoundRc, tmp_path: Path) -> 
         pb, state, speaker, _mic, idle = await playing_answer(tmp_path / "out.raw")
         await speaker(BidiBargeInEvent())
         assert not pb.is_playing
+        assert state.state is State.LISTENING
         await asyncio.wait_for(idle.wait(), 1.0)
         await speaker(delta(tone(0.5), "a1"))  # late audio of the interrupted answer
         assert not pb.is_playing

@@ -72,6 +72,10 @@ class GateSettings:
     threshold: float = 0.5
     """Silero speech probability above which a chunk counts as speech."""
 
+    foreground_db: float = 2.0
+    """How far (dB) the last 90 ms must rise above the background's usual peaks to open a turn: the
+    stage between webrtcvad and Silero that tells the near talker from quieter background talk."""
+
     start_frames: int = 3
     """N of N-of-M smoothing: speech frames needed in the window to open a turn."""
 
@@ -152,6 +156,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "audio.reopen_max_s": (0.05, 60),
     "gate.webrtcvad_mode": (0, 3),
     "gate.threshold": (0.01, 0.99),
+    "gate.foreground_db": (0, 12),
     "gate.start_frames": (1, 100),
     "gate.window_frames": (1, 100),
     "gate.preroll_ms": (0, 5000),

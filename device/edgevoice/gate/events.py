@@ -1,0 +1,33 @@
+"""What the gate decides, frame by frame: plain values the daemon acts on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class TurnStarted:
+    """A turn opened. `preroll` holds the frames from before the opening frame, oldest first;
+    `start_sample` is the position of the first sample forwarded (pre-roll included)."""
+
+    preroll: list[bytes]
+    start_sample: int
+
+
+@dataclass(frozen=True, slots=True)
+class TurnFrame:
+    """One capture period of the open turn, to forward as it is."""
+
+    frame: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class TurnEnded:
+    """The turn closed. `end_sample` is one past the last sample forwarded; `reason` is
+    `silence` (hangover ran out), `max_length` (cut at gate.max_utterance_s) or `released` (push-to-talk)."""
+
+    end_sample: int
+    reason: str
+
+
+GateEvent = TurnStarted | TurnFrame | TurnEnded

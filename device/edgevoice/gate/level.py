@@ -1,0 +1,137 @@
+"""The foreground check: the talker the speaker serves must stand out of the room's background.
+
+Silero calls any speech speech, the TV's and the next table's too. The talker near the speaker is
+louder than that background, so a frame counts only if the mean power of the last SMOOTH_MS rises
+above what the background itself reaches: its PEAK_QUANTILE over the last HISTORY_S heard outside
+turns (smoothed the same way), plus `over_peak_db`, and at least FLOOR_DB above its mean. A steady
+noise peaks just above its mean, so quiet speech in it still counts; babble peaks high, so the bar
+rises with it. Within a turn the bar is KEEP_EXTRA_DB higher, and each frame must also beat most
+background frames (FRAME_QUANTILE) and be within TALKER_DROP_DB of the talker's level in this turn:
+babble just after the talker stops must not stretch the turn's end.
+Frames are measured lazily over the ring (only when webrtcvad hears speech), so a quiet room costs
+nothing; when frames went by unmeasured the background is stale and is learned again from the ring.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+
+import numpy as np
+
+HISTORY_S = 3.0
+SMOOTH_MS = 90  # about a syllable's core
+PEAK_QUANTILE = 0.95
+FLOOR_DB = 3.0
+KEEP_EXTRA_DB = 0.5
+FRAME_QUANTILE = 0.9
+TALKER_DROP_DB = 15.0
+_MIN_HISTORY = 4  # fewer background frames than this: the room is not known yet, nothing is loud
+_SILENCE = 1e-9  # power of digital silence (-90 dBFS)
+
+
+def _power_ratio(db: float) -> float:
+    return float(10.0 ** (db / 10.0))
+
+
+class Foreground:
+    """Level of the latest frames against the background, with the background learned lazily.
+
+    Frames wait in probation (`probation` frames) before they join the background, so the onset of
+    a turn, heard before the turn opened, is dropped by `turn_opened()` instead of raising the bar.
+    """
+
+    def __init__(self, over_peak_db: float, frame_samples: int, period_ms: int, probation: int) -> None:
+        self._open = _power_ratio(over_peak_db)
+        self._keep = _power_ratio(over_peak_db + KEEP_EXTRA_DB)
+        self._floor = _power_ratio(FLOOR_DB)
+        self._drop = _power_ratio(-TALKER_DROP_DB)
+        self._frame = frame_samples
+        self._scale = 1.0 / (frame_samples * 32768.0 * 32768.0)
+        self._smooth = max(1, -(-SMOOTH_MS // period_ms))
+        self._hist: deque[float] = deque(maxlen=max(_MIN_HISTORY, int(HISTORY_S * 1000 / period_ms)))
+        self._recent: deque[tuple[float, bool]] = deque()  # (power, learnable), newest last
+        self._probation = max(probation, self._smooth)
+        self._measured = 0  # stream sample up to which frames were measured
+        self._stale = True  # the statistics below need recomputing from _hist
+        self._mean = 0.0
+        self._peak = 0.0  # PEAK_QUANTILE of smoothed background levels
+        self._frame_q = 0.0  # FRAME_QUANTILE of background frame levels
+        self._talker_sum = 0.0
+        self._talker_n = 0
+
+    @property
+    def ring_frames(self) -> int:
+        """Frames the ring must hold to learn a background afresh after a skip."""
+        return self._probation + 2 * _MIN_HISTORY
+
+    def background(self) -> float | None:
+        """Mean power of the background, or None while it is not known."""
+        h = self._hist
+        return sum(h) / len(h) if len(h) >= _MIN_HISTORY else None
+
+    def loud(self, ring: deque[bytes], end: int, in_turn: bool) -> bool:
+        """Does the audio ending at `end` (the ring's last frame) stand out of the background?"""
+        self._measure(ring, end, learn=not in_turn)
+        if len(self._hist) < _MIN_HISTORY:
+            return False
+        if self._stale:
+            self._refresh()
+        recent = self._recent
+        n = self._smooth
+        smoothed = sum(p for p, _ in itertools.islice(recent, len(recent) - n, None)) / n
+        bar = max(self._floor * self._mean, (self._keep if in_turn else self._open) * self._peak)
+        if smoothed < bar:
+            return False
+        if not in_turn:
+            return True
+        own = recent[-1][0]
+        if own < self._frame_q or own < self._drop * self._talker_sum / max(self._talker_n, 1):
+            return False
+        self._talker_sum += own
+        self._talker_n += 1
+        return True
+
+    def turn_opened(self) -> None:
+        """The frames in probation belong to the turn: they never join the background, and the
+        loud ones give the talker's first level."""
+        bar = self._floor * max(self._mean, _SILENCE)
+        loud = [p for p, _ in self._recent if p >= bar]
+        self._talker_sum = sum(loud)
+        self._talker_n = len(loud)
+        self._recent = deque((p, False) for p, _ in self._recent)
+
+    def _refresh(self) -> None:
+        h = list(self._hist)
+        self._mean = max(sum(h) / len(h), _SILENCE)
+        ordered = sorted(h)
+        self._frame_q = ordered[min(len(h) - 1, int(FRAME_QUANTILE * len(h)))]
+        n = self._smooth
+        if len(h) > n:
+            c = np.cumsum([0.0, *h])
+            ordered = sorted(((c[n:] - c[:-n]) / n).tolist())
+        self._peak = max(ordered[min(len(ordered) - 1, int(PEAK_QUANTILE * len(ordered)))], _SILENCE)
+        self._stale = False
+
+    def _measure(self, ring: deque[bytes], end: int, learn: bool) -> None:
+        ring_start = end - len(ring) * self._frame
+        if self._measured < ring_start:
+            # Frames went by unmeasured (webrtcvad heard nothing): what was learned is stale.
+            self._hist.clear()
+            self._recent.clear()
+            self._measured = ring_start
+        count = (end - self._measured) // self._frame
+        if count <= 0:
+            return
+        raw = b"".join(itertools.islice(ring, len(ring) - count, None))
+        x = np.frombuffer(raw, dtype="<i2").reshape(count, self._frame).astype(np.float32)
+        powers: list[float] = (np.einsum("ij,ij->i", x, x) * self._scale).tolist()
+        recent = self._recent
+        for p in powers:
+            recent.append((p, learn))
+            if len(recent) > self._probation:
+                old, ok = recent.popleft()
+                if ok:
+                    self._hist.append(old)
+                    self._stale = True
+        self._measured = end

@@ -1,0 +1,85 @@
+"""`edgevoice gate FILE` end to end through the installed console script."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edgevoice.config import parse
+from edgevoice.gate.scan import AudioFileError, read_audio, scan_file
+from tests import audiogen as ag
+
+EDGEVOICE = str(Path(sys.executable).parent / "edgevoice")
+UTTERANCES = [(ag.HELD_OUT_SENTENCES[i], ag.VOICES[i]) for i in (0, 2, 4)]
+
+
+@pytest.fixture(scope="session")
+def recording(tmp_path_factory: pytest.TempPathFactory) -> tuple[ag.Scene, Path, Path]:
+    """Three utterances in pink noise at 20 dB, as a 44.1 kHz stereo WAV and as a 16 kHz .raw."""
+    d = tmp_path_factory.mktemp("gate_cli")
+    scene = ag.scene(UTTERANCES, "pink", 20, seed=11)
+    wav = ag.write_wav(d / "three.wav", scene.audio, rate=44100, channels=2)
+    raw = d / "three.raw"
+    raw.write_bytes(scene.s16())
+    return scene, wav, raw
+
+
+@pytest.fixture(scope="session")
+def config_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    p = tmp_path_factory.mktemp("gate_cfg") / "edgevoice.toml"
+    p.write_text('[gate]\njudge_backend = "onnx"\n')
+    return p
+
+
+def edgevoice(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([EDGEVOICE, *args], capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("which", ["wav", "raw"])
+def test_json_lines_one_per_utterance(which: str, recording: tuple[ag.Scene, Path, Path], config_file: Path) -> None:
+    scene, wav, raw = recording
+    r = edgevoice("gate", str(wav if which == "wav" else raw), "--config", str(config_file), "--json")
+    assert r.returncode == 0, r.stderr
+    turns = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [set(t) for t in turns] == [{"start_s", "end_s"}] * 3
+    for t, (on, off) in zip(turns, scene.spans, strict=True):
+        assert t["start_s"] <= on + 0.050
+        assert off <= t["end_s"] <= off + 0.7 + 0.03 + 0.001  # + rounding to ms
+        assert t["start_s"] == round(t["start_s"], 3)
+
+
+def test_readable_output(recording: tuple[ag.Scene, Path, Path], config_file: Path) -> None:
+    _, wav, _ = recording
+    r = edgevoice("gate", str(wav), "--config", str(config_file))
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert len(lines) == 3 and all(line.startswith(f"turn {i}:") for i, line in enumerate(lines, 1))
+
+
+@pytest.mark.parametrize("kind", ["missing", "garbage"])
+def test_bad_file_exits_2_with_one_line_naming_it(kind: str, tmp_path: Path, config_file: Path) -> None:
+    path = tmp_path / f"{kind}.wav"
+    if kind == "garbage":
+        path.write_bytes(b"this is not a RIFF file at all" * 10)
+    r = edgevoice("gate", str(path), "--config", str(config_file), "--json")
+    assert r.returncode == 2
+    assert r.stdout == ""
+    assert len(r.stderr.splitlines()) == 1 and str(path) in r.stderr
+
+
+def test_wav_is_mixed_and_resampled_like_the_raw(recording: tuple[ag.Scene, Path, Path]) -> None:
+    _, wav, raw = recording
+    settings = parse('[gate]\njudge_backend = "onnx"\n')
+    a, b = scan_file(wav, settings), scan_file(raw, settings)
+    assert len(a) == len(b) == 3
+    for x, y in zip(a, b, strict=True):
+        assert abs(x.start_s - y.start_s) <= 0.03 and abs(x.end_s - y.end_s) <= 0.03
+
+
+def test_read_audio_names_the_file(tmp_path: Path) -> None:
+    with pytest.raises(AudioFileError, match=r"nothere\.wav"):
+        read_audio(tmp_path / "nothere.wav")
