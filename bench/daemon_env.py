@@ -26,8 +26,15 @@ def make_env(root: Path, provider: str = "local", seconds_of_silence: int = 60) 
         f'[audio]\ncapture_device = "bench_mic"\nplayback_device = "bench_spk"\n'
         f'[model]\nprovider = "{provider}"\n[session]\ndir = "{root / "sessions"}"\n'
     )
-    env = dict(os.environ, HOME=str(home), AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench",
-               AWS_EC2_METADATA_DISABLED="true", PYTHONUNBUFFERED="1")
+    env = dict(
+        os.environ,
+        HOME=str(home),
+        AWS_ACCESS_KEY_ID="bench",
+        AWS_SECRET_ACCESS_KEY="bench",
+        AWS_EC2_METADATA_DISABLED="true",
+        OPENAI_API_KEY="sk-bench",
+        PYTHONUNBUFFERED="1",
+    )
     return env, cfg
 
 

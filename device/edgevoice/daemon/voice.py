@@ -146,7 +146,8 @@ class VoiceLoop:
                 await self.agent.run(inputs=[self.mic], outputs=[self.speaker])
                 return
             except Exception as e:  # any provider error: the loop must outlive it
-                log.error("model stopped: %s: %s; retrying in %.0f s", type(e).__name__, e, delay)
+                why = " ".join(str(e).split())[:300]  # provider errors nest; one bounded line in the journal
+                log.error("model stopped: %s: %s; retrying in %.0f s", type(e).__name__, why, delay)
                 self.state.fire(Event.MODEL_LOST)
             if time.monotonic() - t0 > 60:
                 delay = 1.0
