@@ -101,3 +101,9 @@ def test_every_field_documented_and_in_readme() -> None:
     for key, _t, _d, doc in config.field_docs():
         assert doc, f"{key} has no docstring"
         assert f"`{key}`" in readme, f"{key} is not in the README's config reference"
+
+
+@pytest.mark.parametrize("bad", ["../etc", "a/b", "", ".hidden", "x" * 129, "a..b"])
+def test_session_ids_are_checked(bad: str) -> None:
+    with pytest.raises(config.ConfigError, match=r"session\.session_id"):
+        config.parse(f"[session]\nsession_id = {bad!r}\n")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import os
+import re
 import stat
 import tomllib
 import typing
@@ -220,7 +221,22 @@ def _build(cls: type[Any], data: dict[str, Any], prefix: str) -> Any:
     return cls(**kwargs)
 
 
+_SESSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+def validate_session_id(session_id: str, key: str = "session.session_id") -> str:
+    """A session id that is safe as a directory name: no separators, no `..`, at most 128 characters."""
+    if not _SESSION_ID.match(session_id) or ".." in session_id:
+        raise ConfigError(
+            f"config: {key} {session_id!r} must be 1-128 letters, digits, '.', '_' or '-' "
+            "(no path separators or '..')"
+        )
+    return session_id
+
+
 def _cross_check(s: Settings) -> None:
+    validate_session_id(s.session.session_id)
+    validate_session_id(s.session.agent_id, "session.agent_id")
     if s.gate.start_frames > s.gate.window_frames:
         raise ConfigError(
             f"config: gate.start_frames must not exceed gate.window_frames "

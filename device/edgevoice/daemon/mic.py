@@ -15,13 +15,12 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from strands.bidi.types.media import AudioDelta
-
 from ..gate import GateEvent, TurnEnded, TurnFrame, TurnStarted
 from .state import Event, StateMachine
 
 if TYPE_CHECKING:
     from strands.bidi import BidiAgent
+    from strands.bidi.types.media import AudioDelta
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +114,8 @@ class GatedMic:
             self._on_end()
 
     async def __call__(self) -> AudioDelta:
+        from strands.bidi.types.media import AudioDelta  # loaded by now: only the agent calls this
+
         while not self._pending:
             self._wake.clear()
             await self._wake.wait()

@@ -1,23 +1,16 @@
 """The speaker side of the voice loop: BidiAgent output events -> playback, transcripts, state.
 
-A Strands OutputStream (`start`, `stop`, `__call__`).
+A Strands OutputStream (`start`, `stop`, `__call__`). Events are told apart by their `type`, the
+field Strands' TypedEvents carry, so this module loads without importing Strands: the daemon gates
+frames while Strands is still being imported.
 """
 
 from __future__ import annotations
 
 import base64
 import logging
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
-
-from strands.bidi.types.events import (
-    BidiAudioDeltaEvent,
-    BidiBargeInEvent,
-    BidiOutputEvent,
-    BidiResponseStartEvent,
-    BidiResponseStopEvent,
-    BidiTranscriptBlockEvent,
-)
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .state import Event, StateMachine
 
@@ -72,24 +65,25 @@ class SpeakerOutput:
             self._muted.add(self._current)
         return self._player.flush()
 
-    async def __call__(self, event: BidiOutputEvent) -> None:
-        if isinstance(event, BidiAudioDeltaEvent):
-            if event.content_id in self._muted:
+    async def __call__(self, event: Mapping[str, Any]) -> None:
+        kind = event.get("type")
+        if kind == "bidi_audio_delta":
+            if event["content_id"] in self._muted:
                 return
-            self._current = event.content_id
-            pcm = base64.b64decode(event.audio)
+            self._current = event["content_id"]
+            pcm = base64.b64decode(event["audio"])
             self.audio_bytes += len(pcm)
-            self._player.play(pcm, event.sample_rate)
-        elif isinstance(event, BidiBargeInEvent):
+            self._player.play(pcm, event["sample_rate"])
+        elif kind == "bidi_barge_in":
             self.flush()
             self._state.fire(Event.BARGE_IN)
-        elif isinstance(event, BidiTranscriptBlockEvent):
-            log.info("%s: %s", event.role, event.transcript)
+        elif kind == "bidi_transcript_block":
+            log.info("%s: %s", event["role"], event["transcript"])
             if self._on_transcript:
-                self._on_transcript(event.role, event.transcript)
-        elif isinstance(event, BidiResponseStartEvent):
+                self._on_transcript(event["role"], event["transcript"])
+        elif kind == "bidi_response_start":
             self._muted.clear()
-        elif isinstance(event, BidiResponseStopEvent):
+        elif kind == "bidi_response_stop":
             self.responses_done += 1
             if not self._player.is_playing:
                 self._state.fire(Event.RESPONSE_DONE)

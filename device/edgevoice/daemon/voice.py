@@ -155,14 +155,19 @@ class VoiceLoop:
             delay = min(delay * 2, 30.0)
             self.state.fire(Event.MODEL_BACK)
 
+    async def _connect(self) -> None:
+        # Strands takes most of start-up to import: do it in a thread while frames are already gated
+        # (a turn spoken meanwhile waits in the mic's queue).
+        self.agent = await asyncio.to_thread(self._build_agent)
+        self._model_rate_converter(self.agent)
+        await self._converse()
+
     async def run(self) -> None:
         """Run until cancelled, or until the input has ended and every turn was answered and played."""
-        self.agent = self._build_agent()
-        self._model_rate_converter(self.agent)
         self.playback.start()
         await self.capture.start()
         pump = asyncio.create_task(self.mic.pump())
-        agent = asyncio.create_task(self._converse())
+        agent = asyncio.create_task(self._connect())
         done = asyncio.create_task(self._done.wait())
         tasks = {pump, agent, done}
         try:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -18,20 +17,9 @@ from strands.hooks.registry import HookRegistry
 from strands.session.file_session_manager import FileSessionManager
 from strands.types.agent import LocalAgent
 
-from ..config import ConfigError, SessionSettings
+from ..config import ConfigError, SessionSettings, validate_session_id
 
 log = logging.getLogger(__name__)
-
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-
-
-def validate_session_id(session_id: str, key: str = "session.session_id") -> str:
-    if not _ID.match(session_id) or ".." in session_id:
-        raise ConfigError(
-            f"config: {key} {session_id!r} must be 1-128 letters, digits, '.', '_' or '-' (no path separators or '..')"
-        )
-    return session_id
-
 
 class TranscriptFileSessionManager(FileSessionManager):
     """FileSessionManager that also stores message updates (the final text of bidi transcripts)."""
