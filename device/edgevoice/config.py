@@ -138,6 +138,13 @@ class SessionSettings:
     agent_id: str = "edgevoice"
     """Agent id inside the session."""
 
+    max_bytes: int = 0
+    """Retention: cap on the total size of stored sessions (0: no cap). Only sessions already synced to S3
+    are deleted, oldest first; the current session and unsynced ones never are."""
+
+    max_age_days: float = 0
+    """Retention: synced sessions whose last activity is older than this are deleted (0: keep forever)."""
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -164,6 +171,8 @@ _RANGES: dict[str, tuple[float, float]] = {
     "gate.hangover_ms": (30, 10000),
     "gate.max_utterance_s": (1, 600),
     "local.words_per_minute": (80, 450),
+    "session.max_bytes": (0, 2**53),
+    "session.max_age_days": (0, 36500),
     "local.output_rate": (8000, 48000),
 }
 _CHOICES: dict[str, tuple[Any, ...]] = {"audio.period_ms": (10, 20, 30)}

@@ -135,6 +135,6 @@ async def _converse(settings: config.Settings, frames: int, answer: Path, sessio
         with wave.open(str(answer), "rb") as w:
             seconds = w.getnframes() / w.getframerate()
     print(f"answer audio: {answer} ({seconds:.1f} s, through the ALSA file PCM 'edgevoice_speaker')")
-    sm = loop.session_manager
-    print(f"session stored in: {sessions / ('session_' + sm.session_id)}")
+    sid = loop.session_manager.session_id if loop.session_manager else settings.session.session_id
+    print(f"session stored in: {sessions / ('session_' + sid)}")
     return 0

@@ -85,6 +85,7 @@ class VoiceLoop:
         self.playback.on_start = lambda: self.state.fire(Event.PLAYBACK_STARTED)
         self.playback.on_idle = self._playback_idle
         self.transcripts: list[tuple[str, str]] = []
+        self.session_manager: SessionManager[LocalAgent] | None = None
 
     def _ready(self) -> None:
         log.info("ready: first frame accepted %.3f s after start", time.monotonic() - self.started_at)
@@ -155,6 +156,16 @@ class VoiceLoop:
             delay = min(delay * 2, 30.0)
             self.state.fire(Event.MODEL_BACK)
 
+    async def _retry_store(self) -> None:
+        """A full or read-only flash holds writes in memory; try them again while the room is quiet."""
+        while True:
+            await asyncio.sleep(5)
+            from ..session import DurableFileSessionManager  # Strands is loaded by now
+
+            sm = self.session_manager
+            if isinstance(sm, DurableFileSessionManager) and sm.pending_writes:
+                sm.retry_pending()
+
     async def _connect(self) -> None:
         # Strands takes most of start-up to import: do it in a thread while frames are already gated
         # (a turn spoken meanwhile waits in the mic's queue).
@@ -169,7 +180,8 @@ class VoiceLoop:
         pump = asyncio.create_task(self.mic.pump())
         agent = asyncio.create_task(self._connect())
         done = asyncio.create_task(self._done.wait())
-        tasks = {pump, agent, done}
+        store = asyncio.create_task(self._retry_store())
+        tasks = {pump, agent, done, store}
         try:
             waiting = set(tasks)
             while agent in waiting and done in waiting:  # the end of capture alone stops nothing

@@ -1,5 +1,7 @@
-"""The session store seam: the daemon gets its session manager from `make_session_manager`."""
+"""The durable session store: `DurableFileSessionManager`, and the seam the daemon builds it through."""
 
-from .factory import TranscriptFileSessionManager, make_session_manager
+from .durable import DurableFileSessionManager
+from .factory import make_session_manager
+from .scan import ScanReport
 
-__all__ = ["TranscriptFileSessionManager", "make_session_manager"]
+__all__ = ["DurableFileSessionManager", "ScanReport", "make_session_manager"]

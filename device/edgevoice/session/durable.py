@@ -1,0 +1,188 @@
+"""DurableFileSessionManager: Strands' FileSessionManager, made safe for a device that loses power.
+
+Same arguments, same on-disk layout (stock FileSessionManager and S3SessionManager read what it
+writes, and it restores what they wrote). What it adds:
+- every write is atomic and durable (see `atomic.py`); files 0600, directories 0700;
+- a start-up scan quarantines what cannot be read and repairs the rest (see `scan.py`);
+- its message callbacks run before every other hook (`HookOrder.SDK_FIRST`), including hooks
+  passed to the agent's constructor, which Strands registers first: a hook that sees
+  `MessageAddedEvent` finds the message on disk;
+- transcript messages, which Strands' bidi loop adds empty and fills in later, are stored again
+  with their final text on `MessageUpdatedEvent` (the stock managers ignore it);
+- one file write per appended message: `agent.json` only when its content changed, no reads;
+- a full or read-only disk never stops the conversation: the failure is logged once, the write is
+  kept in memory and retried at the next write (or `retry_pending()`), nothing stored is touched.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from strands.hooks import (
+    AfterInvocationEvent,
+    AfterMultiAgentInvocationEvent,
+    AfterNodeCallEvent,
+    AgentInitializedEvent,
+    MessageAddedEvent,
+    MessageUpdatedEvent,
+    MultiAgentInitializedEvent,
+)
+from strands.hooks.registry import HookOrder, HookRegistry
+from strands.session.file_session_manager import FileSessionManager
+from strands.types.agent import LocalAgent
+from strands.types.exceptions import SessionException
+from strands.types.session import Session, SessionAgent, SessionMessage
+
+from ..config import validate_session_id
+from .atomic import make_dirs, write_bytes
+from .scan import ScanReport, dumps, scan_session
+
+log = logging.getLogger(__name__)
+
+# Write failures that mean "the flash cannot take it now", not "the code is wrong".
+_MEDIA_ERRORS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EIO}
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def _content(agent: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in agent.items() if k not in ("created_at", "updated_at")}
+
+
+class DurableFileSessionManager(FileSessionManager):
+    """A drop-in for `FileSessionManager(session_id, storage_dir=..., **kwargs)` that never loses an
+    acknowledged message and never fails to start because of what is on disk."""
+
+    def __init__(self, session_id: str, storage_dir: str | None = None, **kwargs: Any) -> None:
+        validate_session_id(session_id, "session_id")
+        storage = storage_dir or self._default_storage_dir()
+        make_dirs(storage)
+        self._pending: dict[str, bytes] = {}
+        self._failing: str | None = None
+        self._agents_written: dict[str, dict[str, Any]] = {}  # agent id -> content last written
+        self._agents_created_at: dict[str, str] = {}
+        result = scan_session(storage, session_id)
+        self.scan_report: ScanReport = result.report
+        self._restored: dict[str, list[SessionMessage]] | None = result.messages
+        super().__init__(session_id, storage_dir=storage, **kwargs)
+
+    # -- hooks ----------------------------------------------------------------------------
+    def register_hooks(self, registry: HookRegistry, **kwargs: Any) -> None:
+        first = HookOrder.SDK_FIRST
+        registry.add_callback(AgentInitializedEvent, lambda e: self.initialize(e.agent))
+        registry.add_callback(MessageAddedEvent, self._on_message_added, order=first)
+        registry.add_callback(MessageUpdatedEvent, self._on_message_updated, order=first)
+        registry.add_callback(AfterInvocationEvent, lambda e: self.sync_agent(e.agent))
+        registry.add_callback(MultiAgentInitializedEvent, lambda e: self.initialize_multi_agent(e.source))
+        registry.add_callback(AfterNodeCallEvent, lambda e: self.sync_multi_agent(e.source))
+        registry.add_callback(AfterMultiAgentInvocationEvent, lambda e: self.sync_multi_agent(e.source))
+
+    def _on_message_added(self, event: MessageAddedEvent[LocalAgent]) -> None:
+        self.append_message(event.message, event.agent)
+        self.sync_agent(event.agent)
+
+    def _on_message_updated(self, event: MessageUpdatedEvent[LocalAgent]) -> None:
+        agent_id = event.agent.agent_id
+        for record in reversed(self._held_records.get(agent_id, [])):
+            if record.message.get("tracking_id") == event.tracking_id:
+                record.message = event.message
+                self.update_message(self.session_id, agent_id, record)
+                return
+        log.warning("tracking_id=<%s> | updated message is not in the session; not stored", event.tracking_id)
+
+    # -- writes ---------------------------------------------------------------------------
+    def _write_file(self, path: str, data: dict[str, Any]) -> None:
+        self._write(path, dumps(data))
+
+    def _write(self, path: str, data: bytes) -> None:
+        if self._pending and not self.retry_pending():
+            self._pending[path] = data  # still failing: keep the newest bytes, in order of first failure
+            return
+        try:
+            write_bytes(path, data)
+        except OSError as e:
+            if e.errno not in _MEDIA_ERRORS:
+                raise
+            self._pending[path] = data
+            if self._failing is None:
+                self._failing = path
+                log.error(
+                    "session store: cannot write %s (%s); the conversation goes on, writes are kept in memory "
+                    "and retried", path, e.strerror,
+                )
+
+    @property
+    def pending_writes(self) -> int:
+        """Writes held in memory because the flash would not take them."""
+        return len(self._pending)
+
+    def retry_pending(self) -> bool:
+        """Try the held writes again, oldest first; True when none is left."""
+        while self._pending:
+            path, data = next(iter(self._pending.items()))
+            try:
+                write_bytes(path, data)
+            except OSError as e:
+                if e.errno not in _MEDIA_ERRORS:
+                    raise
+                return False
+            del self._pending[path]
+        if self._failing is not None:
+            log.warning("session store: writes resumed; everything held in memory is on disk")
+            self._failing = None
+        return True
+
+    # -- the repository, without reads on the write path ------------------------------------
+    def create_session(self, session: Session, **kwargs: Any) -> Session:
+        session_dir = self._get_session_path(session.session_id)
+        for sub in ("agents", "multi_agents"):
+            make_dirs(f"{session_dir}/{sub}")
+        self._write_file(f"{session_dir}/session.json", session.to_dict())
+        return session
+
+    def create_agent(self, session_id: str, session_agent: SessionAgent, **kwargs: Any) -> None:
+        agent_dir = self._get_agent_path(session_id, session_agent.agent_id)
+        make_dirs(f"{agent_dir}/messages")
+        data = session_agent.to_dict()
+        self._write_file(f"{agent_dir}/agent.json", data)
+        self._agents_written[session_agent.agent_id] = _content(data)
+        self._agents_created_at[session_agent.agent_id] = session_agent.created_at
+
+    def read_agent(self, session_id: str, agent_id: str, **kwargs: Any) -> SessionAgent | None:
+        agent = super().read_agent(session_id, agent_id, **kwargs)
+        if agent is not None and session_id == self.session_id:
+            self._agents_written[agent_id] = _content(agent.to_dict())
+            self._agents_created_at[agent_id] = agent.created_at
+        return agent
+
+    def update_agent(self, session_id: str, session_agent: SessionAgent, **kwargs: Any) -> None:
+        agent_id = session_agent.agent_id
+        if agent_id not in self._agents_created_at and self.read_agent(session_id, agent_id) is None:
+            raise SessionException(f"Agent {agent_id} in session {session_id} does not exist")
+        session_agent.created_at = self._agents_created_at[agent_id]
+        data = session_agent.to_dict()
+        if _content(data) == self._agents_written.get(agent_id):
+            return  # nothing changed: no write
+        self._write_file(f"{self._get_agent_path(session_id, agent_id)}/agent.json", data)
+        self._agents_written[agent_id] = _content(data)
+
+    def update_message(self, session_id: str, agent_id: str, session_message: SessionMessage, **kwargs: Any) -> None:
+        # The record carries its own created_at; stock re-reads the file for it.
+        session_message.updated_at = _now()
+        path = self._get_message_path(session_id, agent_id, session_message.message_id)
+        self._write_file(path, session_message.to_dict())
+
+    def list_messages(
+        self, session_id: str, agent_id: str, limit: int | None = None, offset: int = 0, **kwargs: Any
+    ) -> list[SessionMessage]:
+        # The start-up scan already parsed every intact message: the restore reads nothing twice.
+        restored = self._restored
+        if restored is not None and session_id == self.session_id and agent_id in restored:
+            messages = restored.pop(agent_id)
+            return messages[offset : None if limit is None else offset + limit]
+        return super().list_messages(session_id, agent_id, limit=limit, offset=offset, **kwargs)
