@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("demo", "speak a sentence into the daemon through ALSA file PCMs and print the answer"),
     "gate": ("gate", "run the configured gate over a recording and print the turns it opens"),
     "config": ("config_cmd", "check a config file or print the reference of every key"),
+    "sessions": ("sessions", "list, show, export or reset stored conversations"),
 }
 
 

@@ -37,8 +37,11 @@ def default_dir() -> Path:
 
 
 def _has_history(session_dir: Path, settings: config.Settings) -> bool:
+    from ..session.current import current_session_id
+
     s = settings.session
-    msgs = session_dir / f"session_{s.session_id}" / "agents" / f"agent_{s.agent_id}" / "messages"
+    sid = current_session_id(s)
+    msgs = session_dir / f"session_{sid}" / "agents" / f"agent_{s.agent_id}" / "messages"
     return msgs.is_dir() and any(msgs.iterdir())
 
 

@@ -26,6 +26,10 @@ def session_dir(storage_dir: str | Path, session_id: str) -> Path:
     return Path(storage_dir) / f"{SESSION_PREFIX}{session_id}"
 
 
+def looks_like_message(name: str) -> bool:
+    return name.startswith(MESSAGE_PREFIX) and name.endswith(".json")
+
+
 def message_index(name: str) -> int | None:
     """n for `message_<n>.json`, else None."""
     if not (name.startswith(MESSAGE_PREFIX) and name.endswith(".json")):
@@ -39,13 +43,15 @@ def is_temp(name: str) -> bool:
 
 
 def newest_mtime(path: Path, *, skip: tuple[str, ...] = (QUARANTINE, SYNCED_MARKER)) -> float:
-    """Newest mtime of any file or directory under `path` (top-level names in `skip` left out)."""
-    newest = path.stat().st_mtime
+    """Newest mtime of any file under `path` (top-level names in `skip` left out; 0.0 if none).
+
+    Files only: renaming the marker into place bumps its directory's mtime past the marker's own."""
+    newest = 0.0
     for root, dirs, files in os.walk(path):
         if Path(root) == path:
             dirs[:] = [d for d in dirs if d not in skip]
             files = [f for f in files if f not in skip]
-        for name in (*dirs, *files):
+        for name in files:
             try:
                 newest = max(newest, os.lstat(os.path.join(root, name)).st_mtime)
             except FileNotFoundError:

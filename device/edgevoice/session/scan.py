@@ -21,7 +21,7 @@ from typing import Any
 from strands.types.session import Session, SessionAgent, SessionMessage, SessionType
 
 from .atomic import durable_rename, make_dirs, write_bytes
-from .layout import AGENT_PREFIX, QUARANTINE, is_temp, message_index, session_dir
+from .layout import AGENT_PREFIX, QUARANTINE, is_temp, looks_like_message, message_index, session_dir
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +176,8 @@ class _Scanner:
         for entry in mdir.iterdir():
             n = message_index(entry.name)
             if n is None:
+                if looks_like_message(entry.name):  # stock Strands would fail on int() of its name
+                    self.quarantine(entry, "message file name without a number")
                 continue
             try:
                 found.append((n, entry, _check_message(_load(entry))))

@@ -1,0 +1,302 @@
+"""Read-only views of stored sessions: the listing retention plans over, and conversations to show or export.
+
+Nothing here writes, repairs or quarantines: a file that cannot be used is skipped and reported as a
+`Problem`, so looking at a damaged store never changes it (the daemon's start-up scan does the repair).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config import ConfigError, validate_session_id
+from .layout import AGENT_PREFIX, MESSAGE_PREFIX, QUARANTINE, SESSION_PREFIX, SYNCED_MARKER, is_synced, message_index
+
+_ROLES = ("user", "assistant")
+_REASON = ".reason"
+
+
+class StoreError(Exception):
+    """The session directory itself cannot be read; the message is one line naming `session.dir`."""
+
+
+class UnknownSession(Exception):
+    """No stored session has this id; the message is one line naming it."""
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """One stored session, from directory metadata only (no file is parsed)."""
+
+    session_id: str
+    path: Path
+    size_bytes: int
+    """Every file under the session, quarantine and sync marker included: what deleting it frees."""
+    last_activity: float
+    """Newest mtime (epoch s) of the conversation's files (quarantine/ and the sync marker left out)."""
+    synced: bool
+    quarantined: int
+    """Files the start-up scan set aside (their `.reason` notes not counted)."""
+    messages: dict[str, int] = field(default_factory=dict)
+    """agent id -> number of message files."""
+
+    @property
+    def message_count(self) -> int:
+        return sum(self.messages.values())
+
+
+def _check_store(storage_dir: Path) -> None:
+    if not storage_dir.exists():
+        raise StoreError(f"session.dir {str(storage_dir)!r} does not exist")
+    if not storage_dir.is_dir():
+        raise StoreError(f"session.dir {str(storage_dir)!r} is not a directory")
+    if not os.access(storage_dir, os.R_OK | os.X_OK):
+        raise StoreError(f"session.dir {str(storage_dir)!r} cannot be read (permission denied)")
+
+
+def session_info(path: Path) -> SessionInfo:
+    """Sizes, activity, message counts and sync state of the session directory `path`."""
+    size = quarantined = 0
+    newest: float | None = None
+    messages: dict[str, int] = {}
+    for root, _dirs, files in os.walk(path):
+        rel = Path(root).relative_to(path).parts
+        in_quarantine = rel[:1] == (QUARANTINE,)
+        # agents/agent_<id>/messages/message_<n>.json
+        agent = rel[1].removeprefix(AGENT_PREFIX) if len(rel) == 3 and rel[::2] == ("agents", "messages") else None
+        for name in files:
+            try:
+                st = os.lstat(os.path.join(root, name))
+            except OSError:
+                continue  # gone since the listing (a writer is active); not ours to judge
+            size += st.st_size
+            if in_quarantine:
+                quarantined += not name.endswith(_REASON)
+                continue
+            if rel or name != SYNCED_MARKER:
+                newest = st.st_mtime if newest is None or st.st_mtime > newest else newest
+            if agent is not None and message_index(name) is not None:
+                messages[agent] = messages.get(agent, 0) + 1
+    if newest is None:
+        newest = path.lstat().st_mtime
+    return SessionInfo(
+        session_id=path.name.removeprefix(SESSION_PREFIX),
+        path=path,
+        size_bytes=size,
+        last_activity=newest,
+        synced=is_synced(path),
+        quarantined=quarantined,
+        messages=dict(sorted(messages.items())),
+    )
+
+
+def list_sessions(storage_dir: str | Path) -> list[SessionInfo]:
+    """Every `session_<id>` directory under `storage_dir`, least recently active first."""
+    storage = Path(storage_dir)
+    _check_store(storage)
+    try:
+        entries = list(os.scandir(storage))
+    except OSError as e:
+        raise StoreError(f"session.dir {str(storage)!r} cannot be read ({e.strerror})") from None
+    out = []
+    for entry in entries:
+        if entry.name.startswith(SESSION_PREFIX) and len(entry.name) > len(SESSION_PREFIX):
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    out.append(session_info(Path(entry.path)))
+            except OSError:
+                continue  # deleted while we looked
+    return sorted(out, key=lambda s: (s.last_activity, s.session_id))
+
+
+# --- conversations ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A file that was skipped, relative to the session directory, and why."""
+
+    path: str
+    reason: str
+    index: int | None = None
+    """For a message file: its number, so the gap shows where it was."""
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    agent_id: str
+    message_id: int
+    index: int
+    """n of `message_<n>.json`."""
+    role: str
+    content: list[dict[str, Any]]
+    """What a restore gives the agent: the redacted content when the message was redacted."""
+    created_at: str
+    redacted: bool
+
+
+@dataclass(frozen=True)
+class AgentRecord:
+    agent_id: str
+    state: dict[str, Any] | None
+    """Key-value agent state from agent.json; None when agent.json is missing or unusable."""
+    conversation_manager_state: dict[str, Any] | None
+    messages: list[StoredMessage]
+    problems: list[Problem]
+
+
+@dataclass(frozen=True)
+class Conversation:
+    session_id: str
+    created_at: str | None
+    agents: list[AgentRecord]
+    problems: list[Problem]
+    """Every skipped file, the agents' included."""
+    quarantine: list[tuple[str, str]]
+    """(file name, reason) for what the start-up scan set aside."""
+
+
+class _Bad(Exception):
+    pass
+
+
+def _load(path: Path) -> dict[str, Any]:
+    if path.is_symlink():
+        raise _Bad("a symlink (not followed)")
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise _Bad(f"unreadable ({e.strerror})") from None
+    if not raw:
+        raise _Bad("empty (zero length)")
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise _Bad(f"not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise _Bad(f"not a JSON object ({type(data).__name__})")
+    return data
+
+
+def _valid_message(m: Any) -> bool:
+    return (
+        isinstance(m, dict)
+        and m.get("role") in _ROLES
+        and isinstance(m.get("content"), list)
+        and all(isinstance(b, dict) for b in m["content"])
+    )
+
+
+def _message(agent_id: str, index: int, data: dict[str, Any]) -> StoredMessage:
+    redact = data.get("redact_message")
+    if not _valid_message(data.get("message")) or not (redact is None or _valid_message(redact)):
+        raise _Bad("no valid role and content list")
+    if not isinstance(data.get("message_id"), int) or isinstance(data["message_id"], bool):
+        raise _Bad("message_id missing or not an integer")
+    shown = redact if redact is not None else data["message"]
+    created = data.get("created_at")
+    return StoredMessage(
+        agent_id=agent_id,
+        message_id=data["message_id"],
+        index=index,
+        role=shown["role"],
+        content=shown["content"],
+        created_at=created if isinstance(created, str) else "",
+        redacted=redact is not None,
+    )
+
+
+def _agent(root: Path, agent_dir: Path) -> AgentRecord:
+    agent_id = agent_dir.name.removeprefix(AGENT_PREFIX)
+    problems: list[Problem] = []
+    state = cm_state = None
+    agent_file = agent_dir / "agent.json"
+    try:
+        data = _load(agent_file)
+        if not (isinstance(data.get("state"), dict) and isinstance(data.get("conversation_manager_state"), dict)):
+            raise _Bad("state or conversation_manager_state missing")
+        state, cm_state = data["state"], data["conversation_manager_state"]
+    except _Bad as e:
+        problems.append(Problem(agent_file.relative_to(root).as_posix(), str(e)))
+    messages: list[StoredMessage] = []
+    mdir = agent_dir / "messages"
+    try:
+        names = sorted(os.listdir(mdir))
+    except OSError as e:
+        names = []
+        problems.append(Problem(mdir.relative_to(root).as_posix(), f"cannot be listed ({e.strerror})"))
+    for name in names:
+        rel = (mdir / name).relative_to(root).as_posix()
+        n = message_index(name)
+        if n is None:
+            if name.startswith(MESSAGE_PREFIX) and name.endswith(".json"):
+                problems.append(Problem(rel, "not a message_<n>.json name"))
+            continue  # temp files and strangers are not messages
+        try:
+            messages.append(_message(agent_id, n, _load(mdir / name)))
+        except _Bad as e:
+            problems.append(Problem(rel, str(e), n))
+    messages.sort(key=lambda m: m.index)
+    problems.sort(key=lambda p: (p.index is None, p.index or 0, p.path))
+    return AgentRecord(agent_id, state, cm_state, messages, problems)
+
+
+def _quarantine(root: Path) -> list[tuple[str, str]]:
+    qdir = root / QUARANTINE
+    try:
+        names = sorted(os.listdir(qdir))
+    except OSError:
+        return []
+    out = []
+    for name in names:
+        if name.endswith(_REASON):
+            continue
+        try:
+            reason = (qdir / (name + _REASON)).read_text(encoding="utf-8", errors="replace").strip()
+        except OSError:
+            reason = "no reason recorded"
+        out.append((name, reason.splitlines()[0] if reason else "no reason recorded"))
+    return out
+
+
+def session_path(storage_dir: str | Path, session_id: str) -> Path:
+    """The directory of a stored session; StoreError or UnknownSession when there is none to read."""
+    storage = Path(storage_dir)
+    _check_store(storage)
+    try:
+        validate_session_id(session_id)
+    except ConfigError:
+        raise UnknownSession(f"no session {session_id!r} in session.dir {str(storage)!r}") from None
+    path = storage / f"{SESSION_PREFIX}{session_id}"
+    if path.is_symlink() or not path.is_dir():
+        raise UnknownSession(f"no session {session_id!r} in session.dir {str(storage)!r}")
+    if not os.access(path, os.R_OK | os.X_OK):
+        raise StoreError(f"session {session_id!r} in session.dir {str(storage)!r} cannot be read")
+    return path
+
+
+def read_conversation(storage_dir: str | Path, session_id: str) -> Conversation:
+    """Every readable message of every agent of a session, and what could not be read."""
+    root = session_path(storage_dir, session_id)
+    problems: list[Problem] = []
+    created = None
+    try:
+        data = _load(root / "session.json")
+        created = data.get("created_at") if isinstance(data.get("created_at"), str) else None
+    except _Bad as e:
+        problems.append(Problem("session.json", str(e)))
+    agents = []
+    try:
+        agent_dirs = sorted(p for p in (root / "agents").iterdir() if p.name.startswith(AGENT_PREFIX))
+    except OSError as e:
+        agent_dirs = []
+        problems.append(Problem("agents", f"cannot be listed ({e.strerror})"))
+    for agent_dir in agent_dirs:
+        if agent_dir.is_dir() and not agent_dir.is_symlink():
+            record = _agent(root, agent_dir)
+            agents.append(record)
+            problems += record.problems
+    return Conversation(session_id, created, agents, problems, _quarantine(root))
