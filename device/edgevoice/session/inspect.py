@@ -6,13 +6,13 @@ Nothing here writes, repairs or quarantines: a file that cannot be used is skipp
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..config import ConfigError, validate_session_id
+from .jsonfile import BadFile, load_object
 from .layout import AGENT_PREFIX, MESSAGE_PREFIX, QUARANTINE, SESSION_PREFIX, SYNCED_MARKER, is_synced, message_index
 
 _ROLES = ("user", "assistant")
@@ -159,28 +159,6 @@ class Conversation:
     """(file name, reason) for what the start-up scan set aside."""
 
 
-class _Bad(Exception):
-    pass
-
-
-def _load(path: Path) -> dict[str, Any]:
-    if path.is_symlink():
-        raise _Bad("a symlink (not followed)")
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise _Bad(f"unreadable ({e.strerror})") from None
-    if not raw:
-        raise _Bad("empty (zero length)")
-    try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise _Bad(f"not valid JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise _Bad(f"not a JSON object ({type(data).__name__})")
-    return data
-
-
 def _valid_message(m: Any) -> bool:
     return (
         isinstance(m, dict)
@@ -193,9 +171,9 @@ def _valid_message(m: Any) -> bool:
 def _message(agent_id: str, index: int, data: dict[str, Any]) -> StoredMessage:
     redact = data.get("redact_message")
     if not _valid_message(data.get("message")) or not (redact is None or _valid_message(redact)):
-        raise _Bad("no valid role and content list")
+        raise BadFile("no valid role and content list")
     if not isinstance(data.get("message_id"), int) or isinstance(data["message_id"], bool):
-        raise _Bad("message_id missing or not an integer")
+        raise BadFile("message_id missing or not an integer")
     shown = redact if redact is not None else data["message"]
     created = data.get("created_at")
     return StoredMessage(
@@ -215,11 +193,11 @@ def _agent(root: Path, agent_dir: Path) -> AgentRecord:
     state = cm_state = None
     agent_file = agent_dir / "agent.json"
     try:
-        data = _load(agent_file)
+        data = load_object(agent_file)
         if not (isinstance(data.get("state"), dict) and isinstance(data.get("conversation_manager_state"), dict)):
-            raise _Bad("state or conversation_manager_state missing")
+            raise BadFile("state or conversation_manager_state missing")
         state, cm_state = data["state"], data["conversation_manager_state"]
-    except _Bad as e:
+    except BadFile as e:
         problems.append(Problem(agent_file.relative_to(root).as_posix(), str(e)))
     messages: list[StoredMessage] = []
     mdir = agent_dir / "messages"
@@ -236,8 +214,8 @@ def _agent(root: Path, agent_dir: Path) -> AgentRecord:
                 problems.append(Problem(rel, "not a message_<n>.json name"))
             continue  # temp files and strangers are not messages
         try:
-            messages.append(_message(agent_id, n, _load(mdir / name)))
-        except _Bad as e:
+            messages.append(_message(agent_id, n, load_object(mdir / name)))
+        except BadFile as e:
             problems.append(Problem(rel, str(e), n))
     messages.sort(key=lambda m: m.index)
     problems.sort(key=lambda p: (p.index is None, p.index or 0, p.path))
@@ -284,9 +262,9 @@ def read_conversation(storage_dir: str | Path, session_id: str) -> Conversation:
     problems: list[Problem] = []
     created = None
     try:
-        data = _load(root / "session.json")
+        data = load_object(root / "session.json")
         created = data.get("created_at") if isinstance(data.get("created_at"), str) else None
-    except _Bad as e:
+    except BadFile as e:
         problems.append(Problem("session.json", str(e)))
     agents = []
     try:

@@ -21,6 +21,7 @@ from typing import Any
 from strands.types.session import Session, SessionAgent, SessionMessage, SessionType
 
 from .atomic import durable_rename, make_dirs, write_bytes
+from .jsonfile import BadFile, load_object
 from .layout import AGENT_PREFIX, QUARANTINE, is_temp, looks_like_message, message_index, session_dir
 
 log = logging.getLogger(__name__)
@@ -54,43 +55,23 @@ def dumps(data: dict[str, Any]) -> bytes:
     return json.dumps(data, indent=2, ensure_ascii=False).encode("utf-8")
 
 
-class _Bad(Exception):
-    """A file that cannot be used; the message says why."""
-
-
-def _load(path: Path) -> dict[str, Any]:
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise _Bad(f"unreadable: {e.strerror}") from None
-    if not raw:
-        raise _Bad("empty (zero length)")
-    try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise _Bad(f"not valid JSON (truncated or garbage): {e}") from None
-    if not isinstance(data, dict):
-        raise _Bad(f"not a JSON object ({type(data).__name__})")
-    return data
-
-
 def _check_session(data: dict[str, Any], session_id: str) -> None:
     if data.get("session_id") != session_id:
-        raise _Bad(f"session_id is {data.get('session_id')!r}, expected {session_id!r}")
+        raise BadFile(f"session_id is {data.get('session_id')!r}, expected {session_id!r}")
     if not isinstance(data.get("session_type"), str):
-        raise _Bad("session_type missing")
+        raise BadFile("session_type missing")
 
 
 def _check_agent(data: dict[str, Any], agent_id: str) -> SessionAgent:
     if data.get("agent_id") != agent_id:
-        raise _Bad(f"agent_id is {data.get('agent_id')!r}, expected {agent_id!r}")
+        raise BadFile(f"agent_id is {data.get('agent_id')!r}, expected {agent_id!r}")
     for key in ("state", "conversation_manager_state"):
         if not isinstance(data.get(key), dict):
-            raise _Bad(f"{key} missing or not an object")
+            raise BadFile(f"{key} missing or not an object")
     try:
         return SessionAgent.from_dict(data)
     except Exception as e:
-        raise _Bad(f"not a session agent: {e}") from None
+        raise BadFile(f"not a session agent: {e}") from None
 
 
 def _check_message(data: dict[str, Any]) -> SessionMessage:
@@ -99,15 +80,15 @@ def _check_message(data: dict[str, Any]) -> SessionMessage:
         if key == "redact_message" and m is None:
             continue
         if not isinstance(m, dict) or m.get("role") not in _ROLES or not isinstance(m.get("content"), list):
-            raise _Bad(f"{key} has no valid role and content list")
+            raise BadFile(f"{key} has no valid role and content list")
         if not all(isinstance(block, dict) for block in m["content"]):
-            raise _Bad(f"{key} content blocks are not objects")
+            raise BadFile(f"{key} content blocks are not objects")
     if not isinstance(data.get("message_id"), int):
-        raise _Bad("message_id missing or not an integer")
+        raise BadFile("message_id missing or not an integer")
     try:
         return SessionMessage.from_dict(data)
     except Exception as e:
-        raise _Bad(f"not a session message: {e}") from None
+        raise BadFile(f"not a session message: {e}") from None
 
 
 class _Scanner:
@@ -152,9 +133,9 @@ class _Scanner:
         path = self.root / "session.json"
         if path.exists():
             try:
-                _check_session(_load(path), session_id)
+                _check_session(load_object(path), session_id)
                 return
-            except _Bad as e:
+            except BadFile as e:
                 self.quarantine(path, str(e))
         self.rewrite(path, Session(session_id=session_id, session_type=SessionType.AGENT).to_dict())
 
@@ -162,8 +143,8 @@ class _Scanner:
         agent_id = agent_dir.name[len(AGENT_PREFIX) :]
         path = agent_dir / "agent.json"
         try:
-            _check_agent(_load(path), agent_id)
-        except _Bad as e:
+            _check_agent(load_object(path), agent_id)
+        except BadFile as e:
             if path.exists():
                 self.quarantine(path, str(e))
             # Without agent.json Strands would take this for a new agent and write over its messages.
@@ -180,8 +161,8 @@ class _Scanner:
                     self.quarantine(entry, "message file name without a number")
                 continue
             try:
-                found.append((n, entry, _check_message(_load(entry))))
-            except _Bad as e:
+                found.append((n, entry, _check_message(load_object(entry))))
+            except BadFile as e:
                 self.quarantine(entry, str(e))
         found.sort(key=lambda t: t[0])
         out: list[SessionMessage] = []
