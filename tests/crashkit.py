@@ -96,29 +96,20 @@ def observer(fd: int) -> Any:
     """The hook provider whose lines make a message "observed"."""
     from strands.hooks import HookProvider, HookRegistry, MessageAddedEvent, MessageUpdatedEvent
 
-    def on_added(kind: str) -> Any:
-        def cb(event: MessageAddedEvent[Any]) -> None:
-            m = event.message
-            i = len(event.agent.messages) - 1  # Strands appends, then fires the event
-            _emit(fd, k=kind, e="add", i=i, t=m.get("tracking_id"), role=m["role"], h=content_hash(m))
-
-        return cb
-
-    def on_updated(kind: str) -> Any:
-        def cb(event: MessageUpdatedEvent[Any]) -> None:
-            ids = [m.get("tracking_id") for m in event.agent.messages]
-            i = len(ids) - 1 - ids[::-1].index(event.tracking_id)
-            m = event.message
-            _emit(fd, k=kind, e="upd", i=i, t=event.tracking_id, role=m["role"], h=content_hash(m))
+    def line(kind: str) -> Any:
+        def cb(event: MessageAddedEvent[Any] | MessageUpdatedEvent[Any]) -> None:
+            m, ids = event.message, [x.get("tracking_id") for x in event.agent.messages]
+            i = len(ids) - 1 - ids[::-1].index(m["tracking_id"])  # an added message is the last one
+            e = "add" if isinstance(event, MessageAddedEvent) else "upd"
+            _emit(fd, k=kind, e=e, i=i, t=m["tracking_id"], role=m["role"], h=content_hash(m))
 
         return cb
 
     class Observer(HookProvider):
         def register_hooks(self, registry: HookRegistry, **kwargs: Any) -> None:
-            registry.add_callback(MessageAddedEvent, on_added("pre"), order=PRE_ORDER)
-            registry.add_callback(MessageUpdatedEvent, on_updated("pre"), order=PRE_ORDER)
-            registry.add_callback(MessageAddedEvent, on_added("obs"))
-            registry.add_callback(MessageUpdatedEvent, on_updated("obs"))
+            for event in (MessageAddedEvent, MessageUpdatedEvent):
+                registry.add_callback(event, line("pre"), order=PRE_ORDER)
+                registry.add_callback(event, line("obs"))
 
     return Observer()
 
@@ -173,7 +164,7 @@ def serve(fd: int) -> None:
     import strands.session.file_session_manager
 
     import edgevoice.models.local
-    import edgevoice.session
+    import edgevoice.session.durable
     from edgevoice.models import stt
 
     del strands, edgevoice  # imported for the children: paid once, here
@@ -209,7 +200,7 @@ def serve(fd: int) -> None:
 @dataclass(frozen=True)
 class Violation:
     round: int
-    kind: str  # missing stale changed phantom gap dropped quarantined renumbered rewritten
+    kind: str  # missing stale changed phantom gap dropped quarantined renumbered rewritten restore_failed
     detail: str
     index: int = -1
     observed: Msg | None = None
@@ -351,13 +342,6 @@ class CrashServer:
             raise RuntimeError(f"crash harness: fork server: {reply or 'no reply'}\n{self.stderr_tail()}")
         return reply
 
-    def expect(self, kind: str, timeout: float = 30) -> dict[str, Any]:
-        line = self.obs.next(timeout)
-        if line is None or line["k"] != kind:
-            got = line.get("tb", line) if line else "nothing"
-            raise RuntimeError(f"crash harness: expected {kind!r} from the child, got {got}\n{self.stderr_tail()}")
-        return line
-
     def until(self, kind: str, timeout: float = 30) -> list[dict[str, Any]]:
         """Lines up to the first of `kind`; a child's error line raises."""
         out = []
@@ -434,7 +418,16 @@ def _session(
             final = rnd == kills
             spawn = {"manager": run.manager, "session": session, "storage": storage, "check_only": final}
             pid = server.call({"cmd": "spawn", "seed": rng.random(), **spawn})["pid"]
-            line = server.expect("restored")
+            line = server.obs.next(30) or {"k": "nothing", "tb": "no line within 30 s"}
+            if line["k"] == "error":  # the restore itself failed: this session is over
+                server.call({"cmd": "reap", "pid": pid})
+                pid = 0
+                server.until("reaped")
+                run.violations.append(Violation(rnd, "restore_failed", line["tb"].strip().splitlines()[-1]))
+                run.lost += len(truth.expected)
+                return
+            if line["k"] != "restored":
+                raise RuntimeError(f"crash harness: expected the restore, got {line}\n{server.stderr_tail()}")
             restored: list[Msg] = [(t, role, h) for t, role, h in line["msgs"]]
             inflight_landed = truth.inflight is not None and restored == apply(truth.expected, truth.inflight)
             found, lost = truth.check(rnd, restored)
@@ -448,11 +441,12 @@ def _session(
                 run.violations += found
                 run.temp_removed += (line["scan"] or {}).get("temp_removed", 0)
             if not final:
-                server.expect("ready")
+                for before in server.until("ready"):
+                    truth.take(before)
                 kill_at = time.monotonic() + rng.uniform(0, window_s)
                 while (wait := kill_at - time.monotonic()) > 0:
-                    if (event := server.obs.next(wait)) is not None:
-                        truth.take(event)
+                    if (seen := server.obs.next(wait)) is not None:
+                        truth.take(seen)
                 os.kill(pid, signal.SIGKILL)
             code = server.call({"cmd": "reap", "pid": pid})["code"]
             pid = 0
@@ -466,16 +460,30 @@ def _session(
                 return
             run.kills += 1
             run.in_write += truth.inflight is not None
-            on_disk = disk_indices(storage, session)
-            if on_disk != list(range(len(on_disk))):
-                run.violations.append(Violation(rnd, "gap", f"message files after the kill end {on_disk[-5:]}"))
-            if q := quarantined_files(storage, session):
-                run.violations.append(Violation(rnd, "quarantined", f"quarantine holds {q[:4]}"))
+            found, on_disk = _disk_after_kill(rnd, storage, session, len(on_disk))
+            run.violations += found
     except BaseException:
         if pid:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)  # never leave a child appending behind a failed run
         raise
+
+
+def _disk_after_kill(rnd: int, storage: str, session: str, before: int) -> tuple[list[Violation], list[int]]:
+    """Message files numbered without gaps, each new one holding its own id; nothing quarantined."""
+    on_disk, out = disk_indices(storage, session), []
+    if on_disk != list(range(len(on_disk))):
+        out.append(Violation(rnd, "gap", f"message files after the kill end {on_disk[-5:]}"))
+    for i in on_disk[before:]:
+        try:
+            got = json.loads((messages_dir(storage, session) / f"message_{i}.json").read_bytes())["message_id"]
+        except (OSError, ValueError, KeyError) as e:
+            got = repr(e)
+        if got != i:
+            out.append(Violation(rnd, "gap", f"message_{i}.json holds message_id {got}", i))
+    if q := quarantined_files(storage, session):
+        out.append(Violation(rnd, "quarantined", f"quarantine holds {q[:4]}"))
+    return out, on_disk
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["serve"]:

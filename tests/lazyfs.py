@@ -324,9 +324,9 @@ class LazyFS:
             self._proc.kill()
         self._proc.wait(10)
         self._log.seek(0)
-        last = self._log.read().strip().splitlines()[-1:] or ["no message"]
+        lines = [x for x in self._log.read().splitlines() if x and not x[0].isspace() and x[:9] != "Traceback"]
         self._done()
-        return LazyFSError(f"lazyfs: {what}: {last[0]}")
+        return LazyFSError(f"lazyfs: {what}: {'; '.join(lines) or 'no message'}")
 
     def _done(self) -> None:
         assert self._proc is not None and self._proc.stdout is not None

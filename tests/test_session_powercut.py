@@ -222,7 +222,7 @@ def test_every_acknowledged_message_survives_power_cuts(lazy: LazyFS) -> None:
         child.close()
     # a conversation long enough that the cuts fell on several turns
     assert len(acks.seen) >= 12
-    assert {text for role, text in acks.seen.values() if role == "assistant"} > {""}
+    assert sum(1 for role, text in acks.seen.values() if role == "assistant" and text) >= 4
 
 
 # -- the child --------------------------------------------------------------------------------------

@@ -61,8 +61,8 @@ class DurableFileSessionManager(FileSessionManager):
     def __init__(self, session_id: str, storage_dir: str | None = None, **kwargs: Any) -> None:
         validate_session_id(session_id, "session_id")
         storage = storage_dir or self._default_storage_dir()
-        make_dirs(storage)
         self._pending: dict[str, bytes] = {}
+        self._make_dirs(storage)
         self._failing: str | None = None
         self._agents_written: dict[str, dict[str, Any]] = {}  # agent id -> content last written
         self._agents_created_at: dict[str, str] = {}
@@ -137,17 +137,26 @@ class DurableFileSessionManager(FileSessionManager):
             self._failing = None
         return True
 
+    def _make_dirs(self, path: str) -> None:
+        # A full or read-only flash must not stop a new session either: the held writes create
+        # their directories when they go through.
+        try:
+            make_dirs(path)
+        except OSError as e:
+            if e.errno not in _MEDIA_ERRORS:
+                raise
+
     # -- the repository, without reads on the write path ------------------------------------
     def create_session(self, session: Session, **kwargs: Any) -> Session:
         session_dir = self._get_session_path(session.session_id)
         for sub in ("agents", "multi_agents"):
-            make_dirs(f"{session_dir}/{sub}")
+            self._make_dirs(f"{session_dir}/{sub}")
         self._write_file(f"{session_dir}/session.json", session.to_dict())
         return session
 
     def create_agent(self, session_id: str, session_agent: SessionAgent, **kwargs: Any) -> None:
         agent_dir = self._get_agent_path(session_id, session_agent.agent_id)
-        make_dirs(f"{agent_dir}/messages")
+        self._make_dirs(f"{agent_dir}/messages")
         data = session_agent.to_dict()
         self._write_file(f"{agent_dir}/agent.json", data)
         self._agents_written[session_agent.agent_id] = _content(data)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from strands.types.session import Session, SessionAgent, SessionMessage, SessionType
+from strands.types.session import Session, SessionAgent, SessionMessage, SessionType, decode_bytes_values
 
 from .atomic import durable_rename, make_dirs, write_bytes
 from .jsonfile import BadFile, load_object
@@ -27,12 +27,15 @@ from .layout import AGENT_PREFIX, QUARANTINE, is_temp, looks_like_message, messa
 log = logging.getLogger(__name__)
 
 _ROLES = ("user", "assistant")
+_MESSAGE_FIELDS = ("message", "message_id", "redact_message", "created_at", "updated_at")
 
 
 @dataclass
 class ScanReport:
     quarantined: list[tuple[str, str]] = field(default_factory=list)
     """(path relative to the session directory, why) for every file set aside."""
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    """Bad files that could not be moved (read-only flash): left in place, not restored."""
     temp_removed: int = 0
     renumbered: int = 0
     rewritten: list[str] = field(default_factory=list)
@@ -40,7 +43,7 @@ class ScanReport:
 
     @property
     def clean(self) -> bool:
-        return not (self.quarantined or self.temp_removed or self.renumbered or self.rewritten)
+        return not (self.quarantined or self.skipped or self.temp_removed or self.renumbered or self.rewritten)
 
 
 @dataclass
@@ -86,7 +89,9 @@ def _check_message(data: dict[str, Any]) -> SessionMessage:
     if not isinstance(data.get("message_id"), int):
         raise BadFile("message_id missing or not an integer")
     try:
-        return SessionMessage.from_dict(data)
+        # Built directly: SessionMessage.from_dict inspects the class signature once per key, which
+        # was three quarters of a 1,000-message restore.
+        return SessionMessage(**decode_bytes_values({k: data[k] for k in _MESSAGE_FIELDS if k in data}))
     except Exception as e:
         raise BadFile(f"not a session message: {e}") from None
 
@@ -110,8 +115,10 @@ class _Scanner:
             stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
             write_bytes(target.with_name(target.name + ".reason"), f"{stamp} {why}\n".encode())
         except OSError as e:
-            # Read-only flash: leave it; the restore below skips it all the same.
-            log.error("session scan: cannot quarantine %s (%s): %s", path, why, e.strerror)
+            # Read-only flash: it stays where it is; the restore skips it all the same.
+            log.error("session scan: cannot quarantine %s (%s): %s; skipping it", rel, why, e.strerror)
+            self.report.skipped.append((rel, why))
+            return
         self.report.quarantined.append((rel, why))
         log.warning("session scan: quarantined %s: %s", rel, why)
 
@@ -142,14 +149,17 @@ class _Scanner:
     def agent(self, agent_dir: Path) -> list[SessionMessage]:
         agent_id = agent_dir.name[len(AGENT_PREFIX) :]
         path = agent_dir / "agent.json"
+        messages = self.messages(agent_dir / "messages")
         try:
             _check_agent(load_object(path), agent_id)
         except BadFile as e:
-            if path.exists():
+            if path.exists() or path.is_symlink():
                 self.quarantine(path, str(e))
-            # Without agent.json Strands would take this for a new agent and write over its messages.
-            self.rewrite(path, SessionAgent(agent_id=agent_id, state={}, conversation_manager_state={}).to_dict())
-        return self.messages(agent_dir / "messages")
+            if messages:
+                # Without agent.json Strands would take this for a new agent and write over its messages.
+                # With no messages it may: the agent then starts with the state its constructor gives.
+                self.rewrite(path, SessionAgent(agent_id=agent_id, state={}, conversation_manager_state={}).to_dict())
+        return messages
 
     def messages(self, mdir: Path) -> list[SessionMessage]:
         make_dirs(mdir)
