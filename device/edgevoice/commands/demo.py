@@ -114,14 +114,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _converse(settings: config.Settings, frames: int, answer: Path, sessions: Path) -> int:
-    from ..audio import Capture
-    from ..daemon.voice import VoiceLoop
+    from ..daemon.voice import VoiceLoop, make_capture
 
     def show(role: str, text: str) -> None:
         who = "heard" if role == "user" else "answer"
         print(f"{who}: {text}", flush=True)
 
-    capture = Capture(settings.audio.capture_device, period_ms=PERIOD_MS, pace=4.0, max_frames=frames)
+    capture = make_capture(settings, pace=4.0, max_frames=frames)
     loop = VoiceLoop(settings, capture=capture, stop_when_input_ends=True, on_transcript=show)
     try:
         await asyncio.wait_for(loop.run(), timeout=120)

@@ -33,19 +33,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _main(settings: config.Settings, pace: float | None, frames: int | None) -> int:
-    from ..audio import Capture
-    from ..daemon.voice import VoiceLoop
+    from ..daemon.voice import VoiceLoop, make_capture
 
-    a = settings.audio
-    capture = Capture(
-        a.capture_device,
-        rate=a.rate,
-        period_ms=a.period_ms,
-        queue_frames=a.queue_frames,
-        reopen_max_s=a.reopen_max_s,
-        pace=pace,
-        max_frames=frames,
-    )
+    capture = make_capture(settings, pace=pace, max_frames=frames)
     loop = VoiceLoop(settings, capture=capture, stop_when_input_ends=frames is not None)
     task = asyncio.current_task()
     assert task is not None

@@ -25,6 +25,22 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+def make_capture(settings: Settings, *, pace: float | None = None, max_frames: int | None = None) -> Capture:
+    """The capture the settings describe; `pace`/`max_frames` are for ALSA file PCMs, which have no clock."""
+    from ..audio import Capture
+
+    a = settings.audio
+    return Capture(
+        a.capture_device,
+        rate=a.rate,
+        period_ms=a.period_ms,
+        queue_frames=a.queue_frames,
+        reopen_max_s=a.reopen_max_s,
+        pace=pace,
+        max_frames=max_frames,
+    )
+
+
 class VoiceLoop:
     """Owns the parts of one conversation loop and runs them until cancelled (or the input ends).
 
@@ -44,7 +60,7 @@ class VoiceLoop:
         on_ready: Callable[[], None] | None = None,
         on_state: Callable[[State, State], None] | None = None,
     ) -> None:
-        from ..audio import Capture, Playback
+        from ..audio import Playback
         from ..gate import make_gate
 
         self.settings = settings
@@ -52,13 +68,7 @@ class VoiceLoop:
         self.state = StateMachine()
         if on_state:
             self.state.when_changed(on_state)
-        self.capture = capture or Capture(
-            a.capture_device,
-            rate=a.rate,
-            period_ms=a.period_ms,
-            queue_frames=a.queue_frames,
-            reopen_max_s=a.reopen_max_s,
-        )
+        self.capture = capture or make_capture(settings)
         self.playback = playback or Playback(
             a.playback_device, rate=a.playback_rate, period_ms=a.period_ms, reopen_max_s=a.reopen_max_s
         )
