@@ -10,15 +10,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from strands.bidi import BidiAgent
 from strands.session.file_session_manager import FileSessionManager
 from strands.session.s3_session_manager import S3SessionManager
 from strands.types.content import Message
 
-from edgevoice.models.local import LocalModel
 from edgevoice.session import DurableFileSessionManager
 from edgevoice.session.layout import QUARANTINE, session_dir
 from tests.s3server import REGION, boto_session, client, s3_server, upload_tree
+from tests.talk import agent_for, exchange
 
 SID = "kitchen"
 AID = "edgevoice"
@@ -38,21 +37,6 @@ TOOL_TURN: list[Message] = [
     },
     {"role": "assistant", "content": [{"text": "It is 21 degrees in Graz."}]},
 ]
-
-
-def agent_for(manager: Any) -> BidiAgent:
-    return BidiAgent(model=LocalModel(pace_lead_s=None), session_manager=manager, agent_id=AID)
-
-
-async def exchange(agent: BidiAgent, text: str) -> str:
-    """One text turn; returns the assistant's spoken transcript."""
-    await agent.send(text)
-    events = agent.receive()
-    said = []
-    while (event := await asyncio.wait_for(anext(events), 20))["type"] != "bidi_response_stop":
-        if event["type"] == "bidi_transcript_delta" and event["role"] == "assistant":
-            said.append(event["delta"])
-    return "".join(said)
 
 
 def write_conversation(manager: Any) -> tuple[list[Message], dict[str, Any]]:

@@ -16,39 +16,21 @@ from strands.hooks import HookProvider, HookRegistry, MessageAddedEvent
 from strands.session.file_session_manager import FileSessionManager
 
 from edgevoice.config import ConfigError
-from edgevoice.models.local import LocalModel
 from edgevoice.session import DurableFileSessionManager, atomic
 from edgevoice.session.layout import session_dir
+from tests import talk
+from tests.talk import exchange
 
 SID = "kitchen"
 AID = "edgevoice"
 
 
 def agent_for(sm: Any, hooks: list[HookProvider] | None = None) -> BidiAgent:
-    return BidiAgent(model=LocalModel(pace_lead_s=None), session_manager=sm, agent_id=AID, hooks=hooks or [])
-
-
-async def exchange(agent: BidiAgent, text: str) -> None:
-    await agent.send(text)
-    events = agent.receive()
-    while True:
-        event = await asyncio.wait_for(anext(events), 20)
-        if event.get("type") == "bidi_response_stop":
-            return
+    return talk.agent_for(sm, hooks=hooks)
 
 
 def converse(storage: Path, lines: list[str], manager: type = DurableFileSessionManager, **kw: Any) -> BidiAgent:
-    async def main() -> BidiAgent:
-        agent = agent_for(manager(SID, storage_dir=str(storage)), **kw)
-        await agent.start()
-        try:
-            for line in lines:
-                await exchange(agent, line)
-        finally:
-            await agent.stop()
-        return agent
-
-    return asyncio.run(main())
+    return talk.converse(storage, SID, *lines, manager=manager, **kw)
 
 
 def messages_dir(storage: Path) -> Path:

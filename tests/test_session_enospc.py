@@ -20,6 +20,7 @@ from strands.bidi import BidiAgent
 from edgevoice.models.local import LocalModel
 from edgevoice.session import DurableFileSessionManager
 from edgevoice.session.layout import is_temp, session_dir
+from tests.talk import exchange
 
 SID = "kitchen"
 AID = "edgevoice"
@@ -47,13 +48,6 @@ def flash(tmp_path: Path) -> Iterator[Path]:
 def agent_for(storage: Path) -> tuple[BidiAgent, DurableFileSessionManager]:
     sm = DurableFileSessionManager(SID, storage_dir=str(storage))
     return BidiAgent(model=LocalModel(pace_lead_s=None), session_manager=sm, agent_id=AID), sm
-
-
-async def exchange(agent: BidiAgent, text: str) -> None:
-    await agent.send(text)
-    events = agent.receive()
-    while (await asyncio.wait_for(anext(events), 20))["type"] != "bidi_response_stop":
-        pass
 
 
 def texts(messages: list[Any]) -> list[tuple[str, str]]:

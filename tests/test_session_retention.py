@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import shutil
@@ -10,11 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
-from strands.bidi import BidiAgent
 
 from edgevoice.config import SessionSettings
-from edgevoice.models.local import LocalModel
-from edgevoice.session import DurableFileSessionManager
 from edgevoice.session.current import set_current
 from edgevoice.session.inspect import SessionInfo, list_sessions, session_info
 from edgevoice.session.layout import mark_synced, session_dir
@@ -25,27 +21,14 @@ from edgevoice.session.retention import (
     plan_retention,
     select_for_deletion,
 )
+from tests import talk
 
 DAY = 86400.0
 IDS = ("a", "b", "c", "d", "e")
 
 
-async def _converse(storage: Path, session_id: str, texts: list[str]) -> None:
-    sm = DurableFileSessionManager(session_id, storage_dir=str(storage))
-    agent = BidiAgent(model=LocalModel(pace_lead_s=None), session_manager=sm, agent_id="edgevoice")
-    await agent.start()
-    events = agent.receive()
-    try:
-        for text in texts:
-            await agent.send(text)
-            while (await asyncio.wait_for(anext(events), 20))["type"] != "bidi_response_stop":
-                pass
-    finally:
-        await agent.stop()
-
-
-def converse(storage: Path, session_id: str, *texts: str) -> None:
-    asyncio.run(asyncio.wait_for(_converse(storage, session_id, list(texts)), 60))
+def converse(storage: Path, session_id: str, *texts: str, state: dict[str, int] | None = None) -> None:
+    talk.converse(storage, session_id, *texts, state=state)
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,6 @@ FileSessionManager, or damaged by hand for the corrupt cases.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
@@ -19,36 +18,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from strands.bidi import BidiAgent
 from strands.session.file_session_manager import FileSessionManager
 from strands.types.session import SessionAgent, SessionMessage
 
 from edgevoice.config import SessionSettings
-from edgevoice.models.local import LocalModel
 from edgevoice.session import DurableFileSessionManager
 from edgevoice.session.current import CURRENT_FILE, current_session_id, new_session_id, read_current, set_current
 from edgevoice.session.layout import mark_synced, session_dir
+from tests import talk
 
 EDGEVOICE = str(Path(sys.executable).parent / "edgevoice")
 MESSAGES = Path("agents/agent_edgevoice/messages")
 
 
-async def _converse(storage: Path, session_id: str, texts: list[str], state: dict[str, int]) -> None:
-    sm = DurableFileSessionManager(session_id, storage_dir=str(storage))
-    agent = BidiAgent(model=LocalModel(pace_lead_s=None), session_manager=sm, agent_id="edgevoice", state=state)
-    await agent.start()
-    events = agent.receive()
-    try:
-        for text in texts:
-            await agent.send(text)
-            while (await asyncio.wait_for(anext(events), 20))["type"] != "bidi_response_stop":
-                pass
-    finally:
-        await agent.stop()
-
-
 def converse(storage: Path, session_id: str, *texts: str, state: dict[str, int] | None = None) -> None:
-    asyncio.run(asyncio.wait_for(_converse(storage, session_id, list(texts), state or {}), 60))
+    talk.converse(storage, session_id, *texts, state=state)
 
 
 def tool_session(storage: Path) -> None:

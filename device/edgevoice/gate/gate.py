@@ -19,7 +19,7 @@ from .events import GateEvent, TurnEnded, TurnFrame, TurnStarted
 from .judge import SpeechJudge, make_judge
 from .level import Foreground
 
-FOREGROUND_DB = 2.0  # how far over the background's peaks speech must rise (proposed gate.foreground_db)
+FOREGROUND_DB = 2.0  # default of gate.foreground_db: how far over the background's peaks speech must rise
 PROBATION_MS = 300  # audio heard just before a turn opens is the turn's onset, not background
 
 
