@@ -10,7 +10,7 @@ import importlib
 import logging
 import sys
 
-from .config import ConfigError
+from .errors import UserError
 
 # name -> (module under edgevoice.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return int(args.func(args) or 0)
-    except ConfigError as e:
+    except UserError as e:
         print(f"edgevoice: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -18,10 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from .errors import UserError
+
 DEFAULT_PATH = Path("/etc/edgevoice/edgevoice.toml")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A bad config value; the message is one line naming the key."""
 
 
