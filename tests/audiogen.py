@@ -3,6 +3,7 @@
 Everything is 16 kHz mono. Speech comes out as float64 in [-1, 1); `to_s16` makes S16_LE bytes.
 Generated speech is cached per process (that is, per pytest session); arrays are read-only.
 Sentences are split in a tuning set (for trying gate settings) and a held-out set (for the tests).
+`sequence` builds scenes of `Say`s with their own pauses, rates, levels and noise steps (tests/gatemat.py).
 """
 
 from __future__ import annotations
@@ -223,3 +224,63 @@ def write_wav(path: Path, x: np.ndarray, rate: int = RATE, channels: int = 1) ->
         w.setframerate(rate)
         w.writeframes(to_s16(np.asarray(y).reshape(-1)))
     return path
+
+
+@dataclass(frozen=True)
+class Say:
+    """One utterance of a sequence: what, by whom, how fast, after how long a pause (from the end of
+    the previous utterance's active part), and the noise level during it (dB against the base level)."""
+
+    text: str
+    voice: str = "en-us"
+    wpm: int = 165
+    gap_s: float = 2.5
+    noise_db: float = 0.0
+    step_lead_s: float | None = None  # a change of noise level this long before the onset (None: mid-pause)
+    level_db: float = 0.0  # speech level against LEVEL (a talker further away, or quieter)
+
+
+def sequence(
+    says: Sequence[Say],
+    noise_kind: str | None,
+    snr_db: float,
+    lead_s: float = 1.5,
+    tail_s: float = 1.5,
+    seed: int = 0,
+) -> Scene:
+    """Utterances at LEVEL (plus each one's `level_db`) with their own pauses and rates, in noise
+    `snr_db` below LEVEL (plus each one's `noise_db`). A change of noise level steps in `step_lead_s`
+    before the utterance's onset (halfway through the pause unless given); the first utterance's pause
+    is the lead."""
+    n_lead = int(lead_s * RATE)
+    pos = n_lead
+    spans: list[tuple[int, int]] = []
+    clips: list[tuple[int, np.ndarray]] = []
+    steps: list[tuple[int, float]] = [(0, says[0].noise_db if says else 0.0)]
+    for i, say in enumerate(says):
+        s = speak(say.text, say.voice, say.wpm)
+        s = s * (LEVEL * 10 ** (say.level_db / 20) / speech_level(s))
+        on, off = active_span(s)
+        if i:
+            # The pause counts from the last utterance's active end to this one's active start.
+            start = spans[-1][1] + int(say.gap_s * RATE) - on
+            at = (spans[-1][1] + start + on) // 2
+            if say.step_lead_s is not None:
+                at = max(spans[-1][1], start + on - int(say.step_lead_s * RATE))
+            steps.append((at, say.noise_db))
+        else:
+            start = pos
+        clips.append((start, s))
+        spans.append((start + on, start + off))
+    end = (clips[-1][0] + len(clips[-1][1]) if clips else n_lead) + int(tail_s * RATE)
+    out = np.zeros(end)
+    for start, s in clips:
+        out[start : start + len(s)] += s
+    base = LEVEL * 10 ** (-snr_db / 20)
+    if noise_kind is not None:
+        gain = np.empty(end)
+        for k, (at, db) in enumerate(steps):
+            until = steps[k + 1][0] if k + 1 < len(steps) else end
+            gain[at:until] = 10 ** (db / 20)
+        out += base * gain * noise(noise_kind, end, seed)
+    return Scene(out, [(a / RATE, b / RATE) for a, b in spans], LEVEL, base if noise_kind else 0.0)

@@ -116,7 +116,7 @@ class Gate:
         if speech and self._fg is not None:
             speech = self._fg.loud(self._ring, end, in_turn=state is GateState.SPEAKING or state is GateState.HANGOVER)
         if speech and self._judge is not None:
-            speech = self._judge.speech(self._ring, end)
+            speech = self._judge.speech(self._ring, end, in_turn=state is not GateState.IDLE)
         # N-of-M: a frame counts only where at least N of the last M were speech (blips don't);
         # inside a turn N-1 do, so quiet stretches of the talker's speech keep it open.
         self._window = w = ((self._window << 1) | speech) & self._mask
@@ -188,6 +188,8 @@ class Gate:
 
     def _close(self, end: int, reason: str, then: GateState) -> TurnEnded:
         self._forwarded_end = end
+        if self._judge is not None:
+            self._judge.forget(end)  # the next turn is judged on the room after this one
         self._to_idle(then)
         return TurnEnded(end, reason)
 

@@ -8,6 +8,21 @@ noise peaks just above its mean, so quiet speech in it still counts; babble peak
 rises with it. Within a turn the bar is KEEP_EXTRA_DB higher, and each frame must also beat most
 background frames (FRAME_QUANTILE) and be within TALKER_DROP_DB of the talker's level in this turn:
 babble just after the talker stops must not stretch the turn's end.
+
+What the background is made of: only frames heard outside turns. A frame waits in probation (set by
+the gate) before it joins, so the onset of a turn, heard before the turn opened, is dropped when it
+opens; frames of an open turn, its hangover included, never join. The room's level can change (a TV
+turned down, a fan switched on), and a high quantile of 3 s is slow to follow it down: the old, louder
+frames hold the bar for up to HISTORY_S, and a command spoken in the now quieter room does not reach
+it (issue 10: commands missed at 5 dB after the noise stepped 6 dB down, and each missed command
+then joined the background and raised the bar for the next). So every frame that joins is checked:
+when the latest STEP_MS of background all lie below the quietest STEP_QUANTILE of the history before
+them (or all above its loudest), by STEP_DB, the level has stepped, and the history is dropped and
+learned afresh from those frames. Its own spread sets how far a background must move to count as a
+step: steady pink noise and babble did not once in 6 minutes each, every 6 dB step of pink noise did,
+within 0.5 s. A step up would lift the quantile soon enough by itself (5% of louder frames do), but
+learning it afresh too keeps the history at one level, so that a later step down still stands out.
+
 Frames are measured lazily over the ring (only when webrtcvad hears speech), so a quiet room costs
 nothing; when frames went by unmeasured the background is stale and is learned again from the ring.
 """
@@ -26,6 +41,16 @@ FLOOR_DB = 3.0
 KEEP_EXTRA_DB = 0.5
 FRAME_QUANTILE = 0.9
 TALKER_DROP_DB = 15.0
+# The room's level stepped when the latest STEP_MS of background are all quieter than the quietest
+# STEP_QUANTILE of the history before them (or all louder than its loudest), by STEP_DB. Measured on
+# 30 ms frames, 6 minutes of each: steady pink noise's latest 180 ms never went below that tenth
+# (nor babble's, whose own spread sets it low) nor above the loudest tenth, while after a 6 dB step
+# of pink they were 2 dB or more beyond it. STEP_MS is six 30 ms frames: a step is followed within
+# 0.5 s (probation included), half the shortest pause between two commands.
+STEP_MS = 180
+STEP_QUANTILE = 0.1
+STEP_DB = 1.0
+BLOCK_MS = 30  # shorter frames are pooled to about this for the step test (their spread is wider)
 _MIN_HISTORY = 4  # fewer background frames than this: the room is not known yet, nothing is loud
 _SILENCE = 1e-9  # power of digital silence (-90 dBFS)
 
@@ -50,6 +75,10 @@ class Foreground:
         self._scale = 1.0 / (frame_samples * 32768.0 * 32768.0)
         self._smooth = max(1, -(-SMOOTH_MS // period_ms))
         self._hist: deque[float] = deque(maxlen=max(_MIN_HISTORY, int(HISTORY_S * 1000 / period_ms)))
+        self._block = max(1, round(BLOCK_MS / period_ms))
+        # Frames in the latest STEP_MS (whole blocks); also what is kept when the level stepped.
+        self._step_n = max(_MIN_HISTORY, -(-STEP_MS // (period_ms * self._block)) * self._block)
+        self._step = _power_ratio(-STEP_DB)
         self._recent: deque[tuple[float, bool]] = deque()  # (power, learnable), newest last
         self._probation = max(probation, self._smooth)
         self._measured = 0  # stream sample up to which frames were measured
@@ -113,6 +142,34 @@ class Foreground:
         self._peak = max(ordered[min(len(ordered) - 1, int(PEAK_QUANTILE * len(ordered)))], _SILENCE)
         self._stale = False
 
+    def _join(self, power: float) -> None:
+        """A frame joins the background; tested at every frame, as frames join in batches after
+        webrtcvad was silent and a step inside a batch must still be seen where it happened."""
+        hist = self._hist
+        hist.append(power)
+        self._stale = True
+        if len(hist) >= 2 * self._step_n:
+            h = list(hist)
+            if self._stepped(h):
+                self._hist = deque(h[-self._step_n :], maxlen=hist.maxlen)
+
+    def _stepped(self, h: list[float]) -> bool:
+        """Has the background's level stepped (down or up) in its latest STEP_MS?"""
+        r, b = self._step_n, self._block
+        if len(h) < 2 * r:
+            return False
+        if b > 1:
+            a = np.asarray(h)
+            k = (len(h) - r) // b * b
+            older: list[float] = a[len(h) - r - k : len(h) - r].reshape(-1, b).mean(axis=1).tolist()
+            latest: list[float] = a[-r:].reshape(-1, b).mean(axis=1).tolist()
+        else:
+            older, latest = h[:-r], h[-r:]
+        # Against the frames before them only: a bar that included the newest would move with them.
+        older.sort()
+        i = int(STEP_QUANTILE * (len(older) - 1))
+        return max(latest) < self._step * older[i] or min(latest) * self._step > older[-1 - i]
+
     def _measure(self, ring: deque[bytes], end: int, learn: bool) -> None:
         ring_start = end - len(ring) * self._frame
         if self._measured < ring_start:
@@ -132,6 +189,5 @@ class Foreground:
             if len(recent) > self._probation:
                 old, ok = recent.popleft()
                 if ok:
-                    self._hist.append(old)
-                    self._stale = True
+                    self._join(old)
         self._measured = end
