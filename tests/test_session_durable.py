@@ -106,7 +106,7 @@ def test_one_write_per_message_and_two_fsyncs_per_write(tmp_path: Path, monkeypa
         writes.append(Path(path).name)
         real_write(path, data)
 
-    monkeypatch.setattr("edgevoice.session.durable.write_bytes", counting_write)
+    monkeypatch.setattr("edgevoice.session.held.write_bytes", counting_write)
     monkeypatch.setattr(os, "fsync", lambda fd: (fsyncs.append(fd), real_fsync(fd))[1])
     converse(tmp_path, ["what time is it"])
     # A text turn: the user message (1 write), the assistant transcript added (1) and completed (1).

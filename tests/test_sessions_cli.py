@@ -300,3 +300,29 @@ def test_list_with_a_corrupt_current_file_falls_back_to_the_configured_id(store:
     assert r.returncode == 0
     assert [row["session_id"] for row in map(json.loads, r.stdout.splitlines()) if row["current"]] == ["kitchen"]
     assert "holds no valid session id" in r.stderr
+
+
+def test_reset_and_list_agree_on_a_missing_session_dir(tmp_path: Path) -> None:
+    storage = tmp_path / "nothere" / "sessions"
+    cfg = config_for(tmp_path, storage)
+    reset, listed = edgevoice(cfg, "reset"), edgevoice(cfg, "list")
+    assert reset.returncode == listed.returncode == 2 and reset.stdout == ""
+    assert reset.stderr == listed.stderr == f"edgevoice: session.dir {str(storage)!r} does not exist\n"
+    assert not (tmp_path / "nothere").exists()  # the daemon creates the store, as the user it runs as
+
+
+def test_views_agree_with_the_daemon_on_duplicate_numbers(tmp_path: Path) -> None:
+    storage = tmp_path / "sessions"
+    mdir = session_dir(storage, "dup") / MESSAGES
+    mdir.mkdir(parents=True)
+    for name, i, text in [("message_0.json", 0, "zero"), ("message_01.json", 1, "one b"), ("message_1.json", 1, "one")]:
+        rec = {"message": {"role": "user", "content": [{"text": text}]}, "message_id": i, "created_at": ""}
+        (mdir / name).write_text(json.dumps(rec))
+    cfg = config_for(tmp_path, storage)
+    before = [json.loads(line)["content"][0]["text"] for line in edgevoice(cfg, "export", "dup").stdout.splitlines()]
+    from tests.talk import agent_for
+
+    restored = agent_for(DurableFileSessionManager("dup", storage_dir=str(storage))).messages
+    assert before == [m["content"][0]["text"] for m in restored] == ["zero", "one", "one b"]
+    after = [json.loads(line)["content"][0]["text"] for line in edgevoice(cfg, "export", "dup").stdout.splitlines()]
+    assert after == before

@@ -2,6 +2,7 @@
 
 All but `reset` only read: no scan, no repair; an unusable file is skipped and reported.
 `reset` only writes `<session.dir>/current`, making a new session id current; the old session stays.
+Like the others it needs an existing `session.dir` (the daemon creates it, as the user it runs as).
 """
 
 from __future__ import annotations
@@ -214,8 +215,12 @@ def _export(settings: config.SessionSettings, session_id: str) -> int:
 
 
 def _reset(settings: config.SessionSettings) -> int:
-    from ..session.current import current_session_id, new_session_id, set_current
+    from pathlib import Path
 
+    from ..session.current import current_session_id, new_session_id, set_current
+    from ..session.inspect import check_store
+
+    check_store(Path(settings.dir))  # as `list` does: a missing store is an error, not created here
     old = current_session_id(settings)
     new = new_session_id(settings, datetime.now(UTC))
     try:

@@ -174,7 +174,10 @@ class VoiceLoop:
 
             sm = self.session_manager
             if isinstance(sm, DurableFileSessionManager) and sm.pending_writes:
-                sm.retry_pending()
+                try:
+                    sm.retry_pending()
+                except Exception as e:  # the poller must outlive anything the store raises
+                    log.error("session store: retry failed: %s: %s", type(e).__name__, e)
 
     async def _connect(self) -> None:
         # Strands takes most of start-up to import: do it in a thread while frames are already gated
@@ -184,7 +187,30 @@ class VoiceLoop:
         await self._converse()
 
     async def run(self) -> None:
-        """Run until cancelled, or until the input has ended and every turn was answered and played."""
+        """Run until cancelled, or until the input has ended and every turn was answered and played.
+
+        Holds the lock on `session.dir` throughout (a second daemon on it exits 2: `session/lock.py`);
+        at exit, writes the store still holds in memory get a last try and are named in the log."""
+        from ..session.lock import lock_store
+
+        store_lock = lock_store(self.settings.session.dir)  # before capture starts: busy means exit now
+        try:
+            await self._run()
+        finally:
+            self._close_store()
+            if store_lock is not None:
+                store_lock.release()
+
+    def _close_store(self) -> None:
+        sm = self.session_manager
+        if sm is None:
+            return  # never built: nothing was held
+        from ..session import DurableFileSessionManager  # Strands is loaded by now
+
+        if isinstance(sm, DurableFileSessionManager):
+            sm.close()
+
+    async def _run(self) -> None:
         self.playback.start()
         await self.capture.start()
         pump = asyncio.create_task(self.mic.pump())

@@ -10,17 +10,24 @@ writes, and it restores what they wrote). What it adds:
 - transcript messages, which Strands' bidi loop adds empty and fills in later, are stored again
   with their final text on `MessageUpdatedEvent` (the stock managers ignore it);
 - one file write per appended message: `agent.json` only when its content changed, no reads;
-- a full or read-only disk never stops the conversation: the failure is logged once, the write is
-  kept in memory and retried at the next write (or `retry_pending()`), nothing stored is touched.
+- a full, read-only or broken disk never stops the conversation, at start or later: the failure is
+  logged once, the write is held in memory (`held.py`) and retried at the next write (or
+  `retry_pending()`), nothing stored is touched; `storage_problem` says why, `close()` names at exit
+  what never landed;
+- an agent.json with no conversation manager state (rebuilt by the scan, or written by a BidiAgent)
+  restores under a plain `Agent` too.
 """
 
 from __future__ import annotations
 
-import errno
+import contextlib
+import json
 import logging
+import os
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
+from strands.agent.agent import Agent
 from strands.hooks import (
     AfterInvocationEvent,
     AfterMultiAgentInvocationEvent,
@@ -32,18 +39,17 @@ from strands.hooks import (
 )
 from strands.hooks.registry import HookOrder, HookRegistry
 from strands.session.file_session_manager import FileSessionManager
+from strands.session.repository_session_manager import RepositorySessionManager
 from strands.types.agent import LocalAgent
 from strands.types.exceptions import SessionException
-from strands.types.session import Session, SessionAgent, SessionMessage
+from strands.types.session import Session, SessionAgent, SessionMessage, SessionType
 
 from ..config import validate_session_id
-from .atomic import make_dirs, write_bytes
+from .atomic import make_dirs
+from .held import HeldWrites
 from .scan import ScanReport, dumps, scan_session
 
 log = logging.getLogger(__name__)
-
-# Write failures that mean "the flash cannot take it now", not "the code is wrong".
-_MEDIA_ERRORS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EIO}
 
 
 def _now() -> str:
@@ -61,15 +67,18 @@ class DurableFileSessionManager(FileSessionManager):
     def __init__(self, session_id: str, storage_dir: str | None = None, **kwargs: Any) -> None:
         validate_session_id(session_id, "session_id")
         storage = storage_dir or self._default_storage_dir()
-        self._pending: dict[str, bytes] = {}
+        self._held = HeldWrites()
         self._make_dirs(storage)
-        self._failing: str | None = None
         self._agents_written: dict[str, dict[str, Any]] = {}  # agent id -> content last written
         self._agents_created_at: dict[str, str] = {}
-        result = scan_session(storage, session_id)
+        self._initializing: LocalAgent | None = None
+        result = scan_session(storage, session_id, self._held)  # it blocks in `_held` what must not be written
         self.scan_report: ScanReport = result.report
         self._restored: dict[str, list[SessionMessage]] | None = result.messages
-        super().__init__(session_id, storage_dir=storage, **kwargs)
+        # FileSessionManager.__init__ only sets storage_dir and runs os.makedirs, which raises on a
+        # read-only or broken flash; the store must start there all the same (writes are held).
+        self.storage_dir = storage
+        RepositorySessionManager.__init__(self, session_id=session_id, session_repository=self)
 
     # -- hooks ----------------------------------------------------------------------------
     def register_hooks(self, registry: HookRegistry, **kwargs: Any) -> None:
@@ -97,54 +106,66 @@ class DurableFileSessionManager(FileSessionManager):
 
     # -- writes ---------------------------------------------------------------------------
     def _write_file(self, path: str, data: dict[str, Any]) -> None:
-        self._write(path, dumps(data))
-
-    def _write(self, path: str, data: bytes) -> None:
-        if self._pending and not self.retry_pending():
-            self._pending[path] = data  # still failing: keep the newest bytes, in order of first failure
-            return
-        try:
-            write_bytes(path, data)
-        except OSError as e:
-            if e.errno not in _MEDIA_ERRORS:
-                raise
-            self._pending[path] = data
-            if self._failing is None:
-                self._failing = path
-                log.error(
-                    "session store: cannot write %s (%s); the conversation goes on, writes are kept in memory "
-                    "and retried", path, e.strerror,
-                )
+        self._held.write(path, dumps(data))
 
     @property
     def pending_writes(self) -> int:
-        """Writes held in memory because the flash would not take them."""
-        return len(self._pending)
+        """Writes held in memory because the flash would not take them (or the scan blocked their path)."""
+        return self._held.count
+
+    @property
+    def storage_problem(self) -> str | None:
+        """One line saying why the conversation is not (all) on the flash now, or None: for the status."""
+        return self._held.problem
+
+    @property
+    def degraded(self) -> bool:
+        return self._held.problem is not None
 
     def retry_pending(self) -> bool:
-        """Try the held writes again, oldest first; True when none is left."""
-        while self._pending:
-            path, data = next(iter(self._pending.items()))
-            try:
-                write_bytes(path, data)
-            except OSError as e:
-                if e.errno not in _MEDIA_ERRORS:
-                    raise
-                return False
-            del self._pending[path]
-        if self._failing is not None:
-            log.warning("session store: writes resumed; everything held in memory is on disk")
-            self._failing = None
-        return True
+        """Try the held writes again, oldest first; True when none is left that may be written."""
+        return self._held.retry()
+
+    def close(self) -> list[str]:
+        """At exit: a last retry, then log (and return) the files whose latest bytes were never stored."""
+        return self._held.close()
 
     def _make_dirs(self, path: str) -> None:
-        # A full or read-only flash must not stop a new session either: the held writes create
-        # their directories when they go through.
-        try:
+        # A full, read-only or broken flash must not stop a session: held writes create their
+        # directories when they go through.
+        with contextlib.suppress(OSError):
             make_dirs(path)
-        except OSError as e:
-            if e.errno not in _MEDIA_ERRORS:
-                raise
+
+    # -- reads: held bytes first, blocked paths never --------------------------------------------
+    def _read_file(self, path: str) -> dict[str, Any]:
+        held = self._held.read(path)
+        if held is not None:
+            return cast(dict[str, Any], json.loads(held))
+        return super()._read_file(path)
+
+    def read_session(self, session_id: str, **kwargs: Any) -> Session | None:
+        path = f"{self._get_session_path(session_id)}/session.json"
+        if session_id != self.session_id:
+            return super().read_session(session_id, **kwargs)
+        if self._held.read(path) is not None:
+            return Session.from_dict(self._read_file(path))
+        if not self._held.blocked(path):
+            try:
+                return super().read_session(session_id, **kwargs)
+            except (OSError, SessionException) as e:
+                log.error("session store: cannot read %s (%s)", path, e)
+        if os.path.lexists(self._get_session_path(session_id)):
+            # A session is there that the scan could not repair: it is not new (a new one would
+            # number its messages from 0 over the stored ones). It lives in memory.
+            return Session(session_id=session_id, session_type=SessionType.AGENT)
+        return None
+
+    def initialize(self, agent: LocalAgent, **kwargs: Any) -> None:
+        self._initializing = agent  # read_agent completes a rebuilt agent.json for this agent's kind
+        try:
+            super().initialize(agent, **kwargs)
+        finally:
+            self._initializing = None
 
     # -- the repository, without reads on the write path ------------------------------------
     def create_session(self, session: Session, **kwargs: Any) -> Session:
@@ -163,11 +184,33 @@ class DurableFileSessionManager(FileSessionManager):
         self._agents_created_at[session_agent.agent_id] = session_agent.created_at
 
     def read_agent(self, session_id: str, agent_id: str, **kwargs: Any) -> SessionAgent | None:
-        agent = super().read_agent(session_id, agent_id, **kwargs)
-        if agent is not None and session_id == self.session_id:
+        path = f"{self._get_agent_path(session_id, agent_id)}/agent.json"
+        if session_id != self.session_id:
+            return super().read_agent(session_id, agent_id, **kwargs)
+        agent: SessionAgent | None
+        if self._held.read(path) is not None:  # e.g. the scan's rebuilt agent.json on a full flash
+            agent = SessionAgent.from_dict(self._read_file(path))
+        elif self._held.blocked(path):
+            return None
+        else:
+            try:
+                agent = super().read_agent(session_id, agent_id, **kwargs)
+            except (OSError, SessionException) as e:
+                log.error("session store: cannot read %s (%s)", path, e)
+                return None
+        if agent is not None:
+            self._complete_conversation_manager_state(agent)
             self._agents_written[agent_id] = _content(agent.to_dict())
             self._agents_created_at[agent_id] = agent.created_at
         return agent
+
+    def _complete_conversation_manager_state(self, stored: SessionAgent) -> None:
+        # `{}` records nothing: the scan's rebuilt agent.json, or one a BidiAgent wrote (it has no
+        # conversation manager). A plain Agent refuses to restore it ("Invalid conversation manager
+        # state"); its own manager's fresh state (nothing removed) says the same and restores every message.
+        agent = self._initializing
+        if isinstance(agent, Agent) and "__name__" not in stored.conversation_manager_state:
+            stored.conversation_manager_state = agent.conversation_manager.get_state()
 
     def update_agent(self, session_id: str, session_agent: SessionAgent, **kwargs: Any) -> None:
         agent_id = session_agent.agent_id

@@ -2,26 +2,29 @@
 
 from __future__ import annotations
 
-import os
+import logging
 from pathlib import Path
 
-from ..config import ConfigError, SessionSettings
-from .atomic import make_dirs
+from ..config import SessionSettings
 from .current import current_session_id
 from .durable import DurableFileSessionManager
+from .inspect import StoreError
 from .retention import enforce
+
+log = logging.getLogger(__name__)
 
 
 def make_session_manager(settings: SessionSettings, session_id: str | None = None) -> DurableFileSessionManager:
     """The store for `session_id` (default: the device's current one, see `current.py`) under
-    `session.dir`, after retention has made room."""
+    `session.dir`, after retention has made room.
+
+    An unusable `session.dir` (read-only, full, missing and not creatable, not a directory) does not stop
+    the speaker: the manager keeps the conversation in memory, says so once in the log and in
+    `storage_problem`, and lands it when the flash takes writes again."""
     storage = Path(settings.dir)
-    try:
-        make_dirs(storage)
-    except OSError as e:
-        raise ConfigError(f"config: session.dir {str(storage)!r} cannot be created ({e.strerror})") from None
-    if not os.access(storage, os.W_OK):
-        raise ConfigError(f"config: session.dir {str(storage)!r} is not writable")
     sid = session_id or current_session_id(settings)
-    enforce(settings, keep={sid})  # retention: only synced sessions, never the one in use
+    try:
+        enforce(settings, keep={sid})  # retention: only synced sessions, never the one in use
+    except (OSError, StoreError) as e:
+        log.error("retention: skipped, session.dir %r cannot be used (%s)", str(storage), e)
     return DurableFileSessionManager(sid, storage_dir=str(storage))

@@ -13,9 +13,18 @@ from typing import Any
 
 from ..config import ConfigError, validate_session_id
 from .jsonfile import BadFile, load_object
-from .layout import AGENT_PREFIX, MESSAGE_PREFIX, QUARANTINE, SESSION_PREFIX, SYNCED_MARKER, is_synced, message_index
+from .layout import (
+    AGENT_PREFIX,
+    QUARANTINE,
+    SESSION_PREFIX,
+    SYNCED_MARKER,
+    is_synced,
+    looks_like_message,
+    message_index,
+)
+from .renumber import order_key
+from .validate import UNNUMBERED, check_agent, check_dir, check_message, check_session
 
-_ROLES = ("user", "assistant")
 _REASON = ".reason"
 
 
@@ -48,7 +57,10 @@ class SessionInfo:
         return sum(self.messages.values())
 
 
-def _check_store(storage_dir: Path) -> None:
+def check_store(storage_dir: Path) -> None:
+    """StoreError unless `session.dir` is a readable directory. Every `edgevoice sessions` action checks
+    this, `reset` too: it must not create a store `list` would then call missing (the daemon creates it,
+    owned by the user it runs as)."""
     if not storage_dir.exists():
         raise StoreError(f"session.dir {str(storage_dir)!r} does not exist")
     if not storage_dir.is_dir():
@@ -96,7 +108,7 @@ def session_info(path: Path) -> SessionInfo:
 def list_sessions(storage_dir: str | Path) -> list[SessionInfo]:
     """Every `session_<id>` directory under `storage_dir`, least recently active first."""
     storage = Path(storage_dir)
-    _check_store(storage)
+    check_store(storage)
     try:
         entries = list(os.scandir(storage))
     except OSError as e:
@@ -159,32 +171,46 @@ class Conversation:
     """(file name, reason) for what the start-up scan set aside."""
 
 
-def _valid_message(m: Any) -> bool:
-    return (
-        isinstance(m, dict)
-        and m.get("role") in _ROLES
-        and isinstance(m.get("content"), list)
-        and all(isinstance(b, dict) for b in m["content"])
-    )
-
-
 def _message(agent_id: str, index: int, data: dict[str, Any]) -> StoredMessage:
-    redact = data.get("redact_message")
-    if not _valid_message(data.get("message")) or not (redact is None or _valid_message(redact)):
-        raise BadFile("no valid role and content list")
-    if not isinstance(data.get("message_id"), int) or isinstance(data["message_id"], bool):
-        raise BadFile("message_id missing or not an integer")
-    shown = redact if redact is not None else data["message"]
-    created = data.get("created_at")
+    fields = check_message(data)  # the scan's verdict: what it would quarantine is skipped here
+    redact = fields.get("redact_message")
+    shown = redact if redact is not None else fields["message"]
+    created = fields.get("created_at")
     return StoredMessage(
         agent_id=agent_id,
-        message_id=data["message_id"],
+        message_id=fields["message_id"],
         index=index,
         role=shown["role"],
         content=shown["content"],
         created_at=created if isinstance(created, str) else "",
         redacted=redact is not None,
     )
+
+
+def _dir_problem(root: Path, path: Path) -> Problem | None:
+    """Why the directory `path` is not read (a symlink, not a directory, unreadable), as the scan says it."""
+    try:
+        check_dir(path)
+    except FileNotFoundError:
+        return None
+    except BadFile as e:
+        return Problem(path.relative_to(root).as_posix(), str(e))
+    except OSError as e:
+        return Problem(path.relative_to(root).as_posix(), f"cannot be read ({e.strerror})")
+    return None
+
+
+def _listing(root: Path, path: Path, problems: list[Problem]) -> list[str]:
+    if (p := _dir_problem(root, path)) is not None:
+        problems.append(p)
+        return []
+    try:
+        return sorted(os.listdir(path))
+    except FileNotFoundError:
+        return []
+    except OSError as e:
+        problems.append(Problem(path.relative_to(root).as_posix(), f"cannot be read ({e.strerror})"))
+        return []
 
 
 def _agent(root: Path, agent_dir: Path) -> AgentRecord:
@@ -194,30 +220,25 @@ def _agent(root: Path, agent_dir: Path) -> AgentRecord:
     agent_file = agent_dir / "agent.json"
     try:
         data = load_object(agent_file)
-        if not (isinstance(data.get("state"), dict) and isinstance(data.get("conversation_manager_state"), dict)):
-            raise BadFile("state or conversation_manager_state missing")
+        check_agent(data, agent_id)
         state, cm_state = data["state"], data["conversation_manager_state"]
     except BadFile as e:
         problems.append(Problem(agent_file.relative_to(root).as_posix(), str(e)))
-    messages: list[StoredMessage] = []
+    found: list[tuple[tuple[int, bool, str], StoredMessage]] = []
     mdir = agent_dir / "messages"
-    try:
-        names = sorted(os.listdir(mdir))
-    except OSError as e:
-        names = []
-        problems.append(Problem(mdir.relative_to(root).as_posix(), f"cannot be listed ({e.strerror})"))
-    for name in names:
+    for name in _listing(root, mdir, problems):
         rel = (mdir / name).relative_to(root).as_posix()
         n = message_index(name)
         if n is None:
-            if name.startswith(MESSAGE_PREFIX) and name.endswith(".json"):
-                problems.append(Problem(rel, "not a message_<n>.json name"))
+            if looks_like_message(name):
+                problems.append(Problem(rel, UNNUMBERED))
             continue  # temp files and strangers are not messages
         try:
-            messages.append(_message(agent_id, n, load_object(mdir / name)))
+            found.append((order_key(n, name), _message(agent_id, n, load_object(mdir / name))))
         except BadFile as e:
             problems.append(Problem(rel, str(e), n))
-    messages.sort(key=lambda m: m.index)
+    # The order the daemon restores them in (equal numbers: canonical name first, then by name).
+    messages = [m for _, m in sorted(found, key=lambda t: t[0])]
     problems.sort(key=lambda p: (p.index is None, p.index or 0, p.path))
     return AgentRecord(agent_id, state, cm_state, messages, problems)
 
@@ -243,7 +264,7 @@ def _quarantine(root: Path) -> list[tuple[str, str]]:
 def session_path(storage_dir: str | Path, session_id: str) -> Path:
     """The directory of a stored session; StoreError or UnknownSession when there is none to read."""
     storage = Path(storage_dir)
-    _check_store(storage)
+    check_store(storage)
     try:
         validate_session_id(session_id)
     except ConfigError:
@@ -263,18 +284,19 @@ def read_conversation(storage_dir: str | Path, session_id: str) -> Conversation:
     created = None
     try:
         data = load_object(root / "session.json")
+        check_session(data, session_id)
         created = data.get("created_at") if isinstance(data.get("created_at"), str) else None
     except BadFile as e:
         problems.append(Problem("session.json", str(e)))
     agents = []
-    try:
-        agent_dirs = sorted(p for p in (root / "agents").iterdir() if p.name.startswith(AGENT_PREFIX))
-    except OSError as e:
-        agent_dirs = []
-        problems.append(Problem("agents", f"cannot be listed ({e.strerror})"))
-    for agent_dir in agent_dirs:
-        if agent_dir.is_dir() and not agent_dir.is_symlink():
-            record = _agent(root, agent_dir)
-            agents.append(record)
-            problems += record.problems
+    for name in _listing(root, root / "agents", problems):
+        if not name.startswith(AGENT_PREFIX):
+            continue
+        agent_dir = root / "agents" / name
+        if (p := _dir_problem(root, agent_dir)) is not None:
+            problems.append(p)  # a symlinked agent is not followed, as the daemon does not
+            continue
+        record = _agent(root, agent_dir)
+        agents.append(record)
+        problems += record.problems
     return Conversation(session_id, created, agents, problems, _quarantine(root))

@@ -35,7 +35,8 @@ def message_index(name: str) -> int | None:
     if not (name.startswith(MESSAGE_PREFIX) and name.endswith(".json")):
         return None
     digits = name[len(MESSAGE_PREFIX) : -5]
-    return int(digits) if digits.isdigit() else None
+    # ASCII only: str.isdigit() also takes "²", which int() refuses.
+    return int(digits) if digits.isascii() and digits.isdigit() else None
 
 
 def is_temp(name: str) -> bool:
