@@ -276,3 +276,33 @@ def test_stop_ends_reads(asound: AsoundRc, speech: Path) -> None:
                 await cap.read()
 
     run(body())
+
+
+def test_bounded_capture_ends_when_the_device_never_opens(
+    asound: AsoundRc, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`max_frames` is for file PCMs (`run --input-frames`): a device that never opens ends the stream."""
+    caplog.set_level(logging.INFO, logger="edgevoice.audio")
+    asound.capture("mic", tmp_path / "never.raw").write()
+
+    async def body() -> None:
+        cap = Capture("mic", max_frames=10, open_deadline_s=0.5)
+        t0 = time.monotonic()
+        await cap.start()
+        with pytest.raises(CaptureEnded):
+            await asyncio.wait_for(cap.read(), 3.0)
+        assert 0.5 <= time.monotonic() - t0 < 1.5
+        assert cap.captured == 0 and cap.open_failures >= 2
+        await cap.stop()
+
+    run(body())
+    assert len(records(caplog, logging.WARNING, "did not open within")) == 1
+
+
+def test_unbounded_capture_keeps_waiting(asound: AsoundRc, tmp_path: Path) -> None:
+    """A daemon waits for its USB mic for ever: no deadline without `max_frames`."""
+    from edgevoice.audio.capture import BOUNDED_OPEN_S
+
+    asound.capture("mic", tmp_path / "never.raw").write()
+    assert Capture("mic", max_frames=5)._open_deadline_s == BOUNDED_OPEN_S
+    assert Capture("mic")._open_deadline_s is None

@@ -83,3 +83,83 @@ def test_wav_is_mixed_and_resampled_like_the_raw(recording: tuple[ag.Scene, Path
 def test_read_audio_names_the_file(tmp_path: Path) -> None:
     with pytest.raises(AudioFileError, match=r"nothere\.wav"):
         read_audio(tmp_path / "nothere.wav")
+
+
+@pytest.mark.parametrize("kind", ["truncated", "empty_wav", "empty_raw", "directory", "header_only_riff"])
+def test_unreadable_file_says_why(kind: str, tmp_path: Path, recording: tuple[ag.Scene, Path, Path]) -> None:
+    """Never "cannot read audio ()": wave's EOFError has no message of its own."""
+    _, wav, _ = recording
+    path = tmp_path / ("x.raw" if kind == "empty_raw" else "x.wav")
+    if kind == "truncated":
+        path.write_bytes(wav.read_bytes()[:20])
+    elif kind in ("empty_wav", "empty_raw"):
+        path.write_bytes(b"")
+    elif kind == "directory":
+        path.mkdir()
+    else:
+        path.write_bytes(b"RIFF\x10\x00\x00\x00WAVEfmt ")
+    r = edgevoice("gate", str(path), "--json")
+    assert r.returncode == 2, r.stderr
+    assert r.stdout == ""
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(path) in lines[0], r.stderr
+    assert "()" not in lines[0] and lines[0].rstrip().endswith(")"), lines[0]
+
+
+def reference_audio(path: Path) -> bytes:
+    """What `edgevoice gate` read before it streamed: the whole file, mixed, resampled at once."""
+    import wave
+
+    import numpy as np
+    import soxr
+
+    with wave.open(str(path), "rb") as w:
+        rate, channels, width = w.getframerate(), w.getnchannels(), w.getsampwidth()
+        raw = w.readframes(w.getnframes())
+    assert width in (2, 3)
+    if width == 2:
+        x = np.frombuffer(raw, "<i2").astype(np.float64) / 32768.0
+    else:
+        b = np.frombuffer(raw, np.uint8).reshape(-1, 3).astype(np.int32)
+        v = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
+        x = np.where(v >= 1 << 23, v - (1 << 24), v).astype(np.float64) / float(1 << 23)
+    y = soxr.resample(x.reshape(-1, channels).mean(axis=1), rate, 16000)
+    return bytes(np.clip(np.round(y * 32768.0), -32768, 32767).astype("<i2").tobytes())
+
+
+@pytest.mark.parametrize("width", [16, 24])
+def test_streamed_read_equals_the_whole_file_read(
+    width: int, tmp_path: Path, recording: tuple[ag.Scene, Path, Path]
+) -> None:
+    _, wav, _ = recording
+    if width == 24:
+        src, wav = wav, tmp_path / "three24.wav"
+        subprocess.run(["sox", str(src), "-b", "24", str(wav), "rate", "-v", "48000"], check=True)
+    assert read_audio(wav) == reference_audio(wav)
+
+
+def peak_rss_mb(*args: str) -> float:
+    """Peak RSS of `edgevoice ARGS`, measured in a wrapper whose only child it is."""
+    probe = (
+        "import resource, subprocess, sys\n"
+        "r = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)\n"
+        "assert r.returncode == 0, r.stderr\n"
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe, EDGEVOICE, *args], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    return int(out.stdout) / 1024
+
+
+def test_memory_does_not_grow_with_the_recording(tmp_path: Path) -> None:
+    """Ten minutes of 44.1 kHz stereo (106 MB) need no more memory than ten seconds: the file streams."""
+    short, long = tmp_path / "short.wav", tmp_path / "long.wav"
+    for path, seconds in ((short, 10), (long, 600)):
+        subprocess.run(
+            ["sox", "-n", "-r", "44100", "-c", "2", "-b", "16", str(path), "synth", str(seconds), "pinknoise",
+             "vol", "0.05"],
+            check=True,
+        )  # fmt: skip
+    base = peak_rss_mb("gate", str(short), "--json")
+    big = peak_rss_mb("gate", str(long), "--json")
+    assert big <= base + 20, (base, big)

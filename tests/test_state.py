@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+
+import pytest
+
 from edgevoice.daemon.state import Event, State, StateMachine
 
 
@@ -36,3 +40,18 @@ def test_model_loss_from_any_state() -> None:
         assert sm.fire(Event.MODEL_LOST) is State.OFFLINE
         assert sm.fire(Event.TURN_STARTED) is State.OFFLINE
         assert sm.fire(Event.MODEL_BACK) is State.IDLE
+
+
+def test_changes_are_logged_at_info(caplog: pytest.LogCaptureFixture) -> None:
+    """An operator reads what the device does from the journal, which keeps INFO and up."""
+    caplog.set_level(logging.INFO, logger="edgevoice.daemon.state")
+    sm = StateMachine()
+    sm.fire(Event.TURN_STARTED)
+    sm.fire(Event.TURN_ENDED)
+    sm.fire(Event.MODEL_LOST)
+    infos = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert infos == [
+        "state idle -> listening on turn_started",
+        "state listening -> thinking on turn_ended",
+        "state thinking -> offline on model_lost",
+    ]

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 import alsaaudio
 
+from edgevoice.audio import alsalib
 from edgevoice.audio.outage import Outage
 from edgevoice.audio.resample import StreamResampler
 
@@ -25,6 +26,10 @@ log = logging.getLogger(__name__)
 
 OUT_RATE = 16000
 """The rate every frame leaves the capture at: the gate and the models work at 16 kHz."""
+
+BOUNDED_OPEN_S = 5.0
+"""A capture bounded by `max_frames` (a file PCM in tests, the bench, the demo) whose device has not
+opened within this long counts as ended: `run --input-frames N` must exit, not wait for ever."""
 
 
 class CaptureEnded(EOFError):
@@ -48,7 +53,9 @@ class Capture:
     `pace`: None reads as fast as the device delivers (real cards pace themselves); 1.0 paces
     reads to real time and N to N times real time (a `file` PCM returns data instantly).
     `max_frames`: end the stream after that many frames (a `file` PCM repeats stale buffer
-    data after its input file ends). `opener` is the seam for tests; it defaults to `alsaaudio.PCM`.
+    data after its input file ends). `open_deadline_s`: end the stream when the device has not
+    opened this long after start (default: BOUNDED_OPEN_S with `max_frames`, else wait for ever,
+    as a daemon waiting for its USB mic must). `opener` is the seam for tests (`alsaaudio.PCM`).
     """
 
     def __init__(
@@ -61,12 +68,17 @@ class Capture:
         reopen_max_s: float = 1.0,
         pace: float | None = None,
         max_frames: int | None = None,
+        open_deadline_s: float | None = None,
         opener: Opener = alsaaudio.PCM,
     ) -> None:
         if period_ms <= 0 or queue_frames < 1 or reopen_max_s <= 0:
             raise ValueError("period_ms, queue_frames and reopen_max_s must be positive")
         if pace is not None and pace <= 0:
             raise ValueError(f"pace must be positive (got {pace})")
+        if max_frames is not None and max_frames < 1:
+            raise ValueError(f"max_frames must be at least 1 (got {max_frames})")
+        if open_deadline_s is None and max_frames is not None:
+            open_deadline_s = BOUNDED_OPEN_S
         self.device = device
         self.rate = rate
         self.period_ms = period_ms
@@ -75,6 +87,7 @@ class Capture:
         self._reopen_max_s = reopen_max_s
         self._pace = pace
         self._max_frames = max_frames
+        self._open_deadline_s = open_deadline_s
         self._opener = opener
         # Loop side: touched only on the event loop.
         self._queue: collections.deque[bytes] = collections.deque()
@@ -131,6 +144,7 @@ class Capture:
         if self._thread is not None:
             raise RuntimeError("capture already started")
         self._loop = asyncio.get_running_loop()
+        alsalib.install_error_handler()  # alsa-lib's retries must not print to stderr every second
         self._thread = threading.Thread(target=self._run, name=f"capture:{self.device}", daemon=True)
         self._thread.start()
 
@@ -204,6 +218,11 @@ class Capture:
         return pcm, StreamResampler(actual, OUT_RATE)
 
     def _run(self) -> None:
+        # Failures are logged once per outage by Outage; alsa-lib's own words for them go to DEBUG.
+        with alsalib.quiet():
+            self._read_loop()
+
+    def _read_loop(self) -> None:
         outage = Outage(log, "capture", self.device, self._reopen_max_s)
         opened_before = False
         resampler: StreamResampler | None = None
@@ -211,6 +230,7 @@ class Capture:
         frames = 0
         pace_t0 = 0.0
         pace_samples = 0
+        started = time.monotonic()
         try:
             while not self._stop.is_set():
                 if self._pcm is None:
@@ -218,7 +238,18 @@ class Capture:
                         self._pcm, resampler = self._open()
                     except alsaaudio.ALSAAudioError as e:
                         self._open_failures += 1
-                        if self._stop.wait(outage.failed(e, opening=True)):
+                        delay = outage.failed(e, opening=True)
+                        if not opened_before and self._open_deadline_s is not None:
+                            left = started + self._open_deadline_s - time.monotonic()
+                            if left <= 0:
+                                log.warning(
+                                    "capture device %s did not open within %g s; capture ended",
+                                    self.device,
+                                    self._open_deadline_s,
+                                )
+                                return
+                            delay = min(delay, left)
+                        if self._stop.wait(delay):
                             break
                         continue
                     if opened_before:

@@ -26,16 +26,17 @@ class StreamResampler:
     bytes through.
     """
 
-    def __init__(self, in_rate: int, out_rate: int, *, quality: str = "HQ") -> None:
+    def __init__(self, in_rate: int, out_rate: int, *, quality: str = "HQ", dtype: str = "float32") -> None:
         if in_rate <= 0 or out_rate <= 0:
             raise ValueError(f"rates must be positive (got {in_rate} -> {out_rate})")
         self.in_rate = in_rate
         self.out_rate = out_rate
         self._quality = quality
+        self._dtype = np.dtype(dtype)
         self._carry = b""  # an odd trailing byte waits for its partner
         self._stream: soxr.ResampleStream | None = None
         if in_rate != out_rate:
-            self._stream = soxr.ResampleStream(in_rate, out_rate, 1, dtype="float32", quality=quality)
+            self._stream = soxr.ResampleStream(in_rate, out_rate, 1, dtype=dtype, quality=quality)
 
     @property
     def passthrough(self) -> bool:
@@ -51,16 +52,28 @@ class StreamResampler:
             data = data[:-1]
         if self._stream is None:
             return data
-        return _to_bytes(self._stream.resample_chunk(_to_float(data)))
+        return _to_bytes(self.process_samples(_to_float(data)))
+
+    def process_samples(self, x: np.ndarray, *, last: bool = False) -> np.ndarray:
+        """Resample float samples (-1..1) in the resampler's dtype; `last` ends the stream (and resets it).
+
+        For callers that mix or convert before resampling (`edgevoice gate` on 24-bit stereo WAVs):
+        no detour through 16-bit samples.
+        """
+        x = np.asarray(x, dtype=self._dtype)
+        if self._stream is None:
+            return x
+        y: np.ndarray = self._stream.resample_chunk(x, last=last)
+        if last:
+            self._stream.clear()
+        return y
 
     def flush(self) -> bytes:
         """The samples soxr still holds; the resampler is then ready for a new stream."""
         self._carry = b""
         if self._stream is None:
             return b""
-        tail = self._stream.resample_chunk(_EMPTY, last=True)
-        self._stream.clear()
-        return _to_bytes(tail)
+        return _to_bytes(self.process_samples(_EMPTY, last=True))
 
     def reset(self) -> None:
         """Forget buffered input without producing it (barge-in, device lost)."""

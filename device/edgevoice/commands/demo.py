@@ -85,12 +85,27 @@ pcm.edgevoice_speaker {{
     )
 
 
+def _usable_dir(base: Path) -> None:
+    """`--dir` must be (or become) a writable directory: one line, not a traceback, when it cannot."""
+    from ..errors import UserError
+
+    if base.exists() and not base.is_dir():
+        raise UserError(f"demo: --dir {base} is not a directory")
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"demo: --dir {base} cannot be created ({e.strerror})") from None
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise UserError(f"demo: --dir {base} is not writable")
+
+
 def run(args: argparse.Namespace) -> int:
     import logging
 
     if not args.verbose:  # the demo prints its own story; -v shows the daemon's log too
         logging.getLogger().setLevel(logging.WARNING)
     base = Path(args.dir) if args.dir else default_dir()
+    _usable_dir(base)
     sessions = base / "sessions"
     if args.fresh and sessions.exists():
         shutil.rmtree(sessions)

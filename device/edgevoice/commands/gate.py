@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 from .. import config
 
@@ -17,14 +16,10 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..gate.scan import AudioFileError, scan_file
+    from ..gate.scan import scan_file
 
     settings = config.load(args.config)
-    try:
-        turns = scan_file(args.file, settings)
-    except AudioFileError as e:
-        print(f"edgevoice: {e}", file=sys.stderr)
-        return 2
+    turns = scan_file(args.file, settings)  # streamed; a bad file is a UserError: one line, exit 2
     for i, t in enumerate(turns, 1):
         if args.json:
             print(json.dumps({"start_s": round(t.start_s, 3), "end_s": round(t.end_s, 3)}))

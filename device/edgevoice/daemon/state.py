@@ -63,7 +63,8 @@ class StateMachine:
         new = State.OFFLINE if event is Event.MODEL_LOST else TRANSITIONS.get((self.state, event), self.state)
         if new is not self.state:
             old, self.state = self.state, new
-            log.debug("state %s -> %s on %s", old.value, new.value, event.value)
+            # INFO: an operator reads what the device is doing from the journal (no audio, no text here).
+            log.info("state %s -> %s on %s", old.value, new.value, event.value)
             for listener in self._listeners:
                 listener(old, new)
         return self.state

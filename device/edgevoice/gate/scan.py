@@ -1,22 +1,32 @@
-"""Run the gate over a recording, as fast as it goes: the `edgevoice gate FILE` command's core."""
+"""Run the gate over a recording, as fast as it goes: the `edgevoice gate FILE` command's core.
+
+The recording is streamed: read in blocks, mixed to mono, resampled with a streaming soxr resampler
+and fed to the gate period by period, so an hour-long file needs no more memory than a short one.
+"""
 
 from __future__ import annotations
 
 import wave
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
-import soxr
 
+from ..audio.resample import StreamResampler
 from ..config import Settings
+from ..errors import UserError
 from .cascade import RATE
 from .events import TurnEnded, TurnStarted
 from .gate import Gate, make_gate
 
+BLOCK_S = 0.5
+"""Audio read per block: large enough that per-block overhead vanishes, small enough to stay flat."""
 
-class AudioFileError(ValueError):
-    """The recording cannot be read; the message is one line naming the file."""
+
+class AudioFileError(UserError, ValueError):
+    """The recording cannot be read; the message is one line naming the file and why (the CLI exits 2)."""
 
 
 @dataclass(frozen=True)
@@ -27,23 +37,90 @@ class Turn:
     opened_s: float  # end of the frame that opened it: when the gate decided
 
 
-def read_audio(path: Path) -> bytes:
-    """16 kHz mono S16_LE from a `.raw` (already that) or a PCM WAV of any rate, width and channels."""
+def _reason(e: BaseException) -> str:
+    """Why, in words: some of these exceptions carry no message at all (wave's EOFError)."""
+    if isinstance(e, OSError):
+        return e.strerror or str(e) or type(e).__name__
+    if isinstance(e, EOFError):
+        return "truncated or empty WAV"
+    return str(e) or type(e).__name__
+
+
+def _fail(path: Path, e: BaseException) -> AudioFileError:
+    return AudioFileError(f"{path}: cannot read audio ({_reason(e)})")
+
+
+def open_audio(path: str | Path) -> Iterator[bytes]:
+    """16 kHz mono S16_LE in blocks, from a `.raw` (already that) or a PCM WAV of any rate, width and
+    channels. The file is opened and its header checked now (AudioFileError); the blocks come lazily."""
+    path = Path(path)
+    try:
+        f = open(path, "rb")  # noqa: SIM115 - handed to the generator, which closes it
+    except OSError as e:
+        raise _fail(path, e) from None
     try:
         if path.suffix.lower() == ".raw":
-            data = path.read_bytes()
-            return data[: len(data) // 2 * 2]
-        with wave.open(str(path), "rb") as w:
-            rate, channels, width = w.getframerate(), w.getnchannels(), w.getsampwidth()
-            raw = w.readframes(w.getnframes())
+            if path.stat().st_size == 0:
+                raise AudioFileError(f"{path}: cannot read audio (empty file)")
+            return _raw_blocks(path, f)
+        w = _open_wav(path, f)
+    except BaseException:
+        f.close()
+        raise
+    return _wav_blocks(path, f, w)
+
+
+def _open_wav(path: Path, f: BinaryIO) -> wave.Wave_read:
+    try:
+        if path.stat().st_size == 0:
+            raise EOFError
+        w = wave.open(f, "rb")  # noqa: SIM115 - closed with `f` by the block generator
     except (OSError, EOFError, wave.Error) as e:
-        raise AudioFileError(f"{path}: cannot read audio ({e.strerror if isinstance(e, OSError) else e})") from None
+        raise _fail(path, e) from None
+    rate, channels, width = w.getframerate(), w.getnchannels(), w.getsampwidth()
     if width not in (1, 2, 3, 4) or channels < 1 or rate < 1000:
         raise AudioFileError(f"{path}: unsupported WAV ({width * 8}-bit, {channels} channels, {rate} Hz)")
-    x = _to_float(raw, width).reshape(-1, channels).mean(axis=1)
-    if rate != RATE:
-        x = soxr.resample(x, rate, RATE)
-    return bytes(np.clip(np.round(x * 32768.0), -32768, 32767).astype("<i2").tobytes())
+    return w
+
+
+def _raw_blocks(path: Path, f: BinaryIO) -> Iterator[bytes]:
+    size = int(RATE * BLOCK_S) * 2
+    with f:
+        while True:
+            try:
+                block = f.read(size)
+            except OSError as e:
+                raise _fail(path, e) from None
+            if not block:
+                return
+            yield block  # an odd trailing byte is dropped with the partial period by scan_stream
+
+
+def _wav_blocks(path: Path, f: BinaryIO, w: wave.Wave_read) -> Iterator[bytes]:
+    rate, channels, width = w.getframerate(), w.getnchannels(), w.getsampwidth()
+    # float64 throughout, as the whole-file version did: the output is the same sample for sample.
+    resampler = StreamResampler(rate, RATE, dtype="float64")
+    step = max(1, int(rate * BLOCK_S))
+    with f:
+        while True:
+            try:
+                raw = w.readframes(step)
+            except (OSError, EOFError, wave.Error) as e:
+                raise _fail(path, e) from None
+            raw = raw[: len(raw) // (width * channels) * (width * channels)]  # a truncated last frame
+            last = len(raw) == 0
+            x = _to_float(raw, width).reshape(-1, channels).mean(axis=1)
+            y = resampler.process_samples(x, last=last)
+            if y.size:
+                yield bytes(np.clip(np.round(y * 32768.0), -32768, 32767).astype("<i2").tobytes())
+            if last:
+                return
+
+
+def read_audio(path: Path) -> bytes:
+    """The whole recording as 16 kHz mono S16_LE (short files, tests); `open_audio` streams it."""
+    data = b"".join(open_audio(path))
+    return data[: len(data) // 2 * 2]
 
 
 def _to_float(raw: bytes, width: int) -> np.ndarray:
@@ -58,23 +135,41 @@ def _to_float(raw: bytes, width: int) -> np.ndarray:
     return np.frombuffer(raw, dtype=dtype).astype(np.float64) / float(1 << (8 * width - 1))
 
 
-def scan(gate: Gate, data: bytes) -> list[Turn]:
-    """Feed 16 kHz mono S16_LE `data` to `gate` period by period; a trailing partial period is dropped."""
+def scan_stream(gate: Gate, blocks: Iterable[bytes]) -> list[Turn]:
+    """Feed 16 kHz mono S16_LE `blocks` (any sizes) to `gate` period by period; a trailing partial
+    period is dropped."""
     size = gate.period_ms * RATE // 1000 * 2
     turns: list[Turn] = []
     start = opened = -1
-    for i in range(0, len(data) - size + 1, size):
-        for event in gate.process(data[i : i + size]):
-            if isinstance(event, TurnStarted):
-                start, opened = event.start_sample, i // 2 + size // 2
-            elif isinstance(event, TurnEnded):
-                turns.append(Turn(start / RATE, event.end_sample / RATE, event.reason, opened / RATE))
+    pos = 0  # byte offset of the next period in the whole stream
+    pending = b""
+    for block in blocks:
+        pending += block
+        usable = len(pending) - len(pending) % size
+        for i in range(0, usable, size):
+            for event in gate.process(pending[i : i + size]):
+                if isinstance(event, TurnStarted):
+                    start, opened = event.start_sample, (pos + i) // 2 + size // 2
+                elif isinstance(event, TurnEnded):
+                    turns.append(Turn(start / RATE, event.end_sample / RATE, event.reason, opened / RATE))
+        pos += usable
+        pending = pending[usable:]
     if gate.in_turn:
         turns.append(Turn(start / RATE, gate.position / RATE, "eof", opened / RATE))
     return turns
 
 
+def scan(gate: Gate, data: bytes) -> list[Turn]:
+    """Feed 16 kHz mono S16_LE `data` to `gate` period by period; a trailing partial period is dropped."""
+    return scan_stream(gate, (data,))
+
+
 def scan_file(path: str | Path, settings: Settings) -> list[Turn]:
-    """The turns the configured gate opens over the recording at `path`."""
-    data = read_audio(Path(path))
-    return scan(make_gate(settings), data)
+    """The turns the configured gate opens over the recording at `path`, streamed."""
+    blocks = open_audio(path)  # a bad file fails here, before the gate (and Silero) is loaded
+    try:
+        return scan_stream(make_gate(settings), blocks)
+    finally:
+        close = getattr(blocks, "close", None)
+        if close is not None:
+            close()
