@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from edgevoice import config
+from edgevoice import apikeys, config
 
 EDGEVOICE = [sys.executable, "-m", "edgevoice.cli"]
 
@@ -72,12 +72,12 @@ def test_secret_file_must_be_private(tmp_path: Path) -> None:
         config.parse(f"[model]\napi_key_file = '{key}'\n")
     os.chmod(key, 0o600)
     s = config.parse(f"[model]\napi_key_file = '{key}'\n")
-    assert config.read_api_key(s.model, "NOPE_NOT_SET") == "sk-test"
+    assert apikeys.read_api_key(s.model, "NOPE_NOT_SET") == "sk-test"
 
 
 def test_api_key_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EDGEVOICE_TEST_KEY", "abc")
-    assert config.read_api_key(config.ModelSettings(), "EDGEVOICE_TEST_KEY") == "abc"
+    assert apikeys.read_api_key(config.ModelSettings(), "EDGEVOICE_TEST_KEY") == "abc"
 
 
 def test_cli_check_exit_codes(tmp_path: Path) -> None:
@@ -107,3 +107,40 @@ def test_every_field_documented_and_in_readme() -> None:
 def test_session_ids_are_checked(bad: str) -> None:
     with pytest.raises(config.ConfigError, match=r"session\.session_id"):
         config.parse(f"[session]\nsession_id = {bad!r}\n")
+
+
+CHECK_BAD = [
+    ("[audio]\ncapture_device = ''\n", "audio.capture_device", "empty"),
+    ("[audio]\nplayback_device = '   '\n", "audio.playback_device", "empty"),
+    ("[local]\nvoice = 'en-zz'\n", "local.voice", "espeak-ng"),
+    ("[local]\nvoice = 'en-us+nosuchvariant'\n", "local.voice", "variant"),
+    ("[local]\nvoice = ''\n", "local.voice", "espeak-ng"),
+]
+
+
+@pytest.mark.parametrize(("text", "key", "why"), CHECK_BAD)
+def test_cli_check_without_hardware(tmp_path: Path, text: str, key: str, why: str) -> None:
+    """`config check` checks what it can with no sound card: device names, the espeak-ng voice."""
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text)
+    r = run_cli("config", "check", str(bad))
+    assert r.returncode == 2, (text, r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and key in lines[0] and why in lines[0], r.stderr
+
+
+@pytest.mark.parametrize("voice", ["en-us", "en-gb+f3", "en", "EN-US", "gmw/en-US", "en-us+Alex", "de"])
+def test_cli_check_accepts_espeak_voices_and_variants(tmp_path: Path, voice: str) -> None:
+    good = tmp_path / "good.toml"
+    good.write_text(f"[local]\nvoice = {voice!r}\n")
+    r = run_cli("config", "check", str(good))
+    assert r.returncode == 0, r.stderr
+
+
+def test_run_rejects_an_empty_device_name(tmp_path: Path) -> None:
+    cfg = tmp_path / "e.toml"
+    cfg.write_text("[audio]\nplayback_device = ''\n")
+    r = run_cli("run", "--config", str(cfg))
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "audio.playback_device" in lines[0], r.stderr

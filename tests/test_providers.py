@@ -145,3 +145,26 @@ def test_missing_key_names_the_setting(provider: str, var: str, monkeypatch: pyt
     monkeypatch.delenv(var, raising=False)
     with pytest.raises(ConfigError, match=f"model.provider '{provider}' needs {var}"):
         make_model(settings(provider))
+
+
+def test_nova_sonic_credentials_from_the_chain_are_known_to_the_log_filter(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Credentials from ~/.aws (not only the environment) are registered for redaction when the model is built."""
+    from edgevoice import logs
+
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(var, raising=False)
+    creds = tmp_path / "credentials"
+    creds.write_text(
+        "[default]\naws_access_key_id = AKIAEDGEVOICEFILE01\naws_secret_access_key = evFileSecret/Zq8Lm3Pw7Rt\n"
+        "aws_session_token = evFileToken/Hd0Js5Fk2Lq9\n"
+    )
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(creds))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setattr(logs, "_secrets", ())
+    make_model(settings("nova_sonic"))
+    assert {"AKIAEDGEVOICEFILE01", "evFileSecret/Zq8Lm3Pw7Rt", "evFileToken/Hd0Js5Fk2Lq9"} <= set(logs.registered())
+    text = logs.redact("signing with evFileSecret/Zq8Lm3Pw7Rt and evFileToken/Hd0Js5Fk2Lq9")
+    assert "evFile" not in text

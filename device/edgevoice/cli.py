@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 
+from . import logs
 from .errors import UserError
 
 # name -> (module under edgevoice.commands, one-line help)
@@ -22,9 +22,38 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+def version() -> str:
+    """The installed distribution's version; the package's own when run from a source tree."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("edgevoice")
+    except metadata.PackageNotFoundError:
+        from . import __version__
+
+        return __version__
+
+
+class _Version(argparse.Action):
+    """`--version`, looked up only when asked for: importlib.metadata costs about 0.1 s at start."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *_args: object, **_kw: object) -> None:
+        print(f"edgevoice {version()}")
+        parser.exit()
+
+
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgevoice", description="A Raspberry Pi smart speaker.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument("--version", action=_Version, nargs=0, help="print the version and exit")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages (edgevoice's and Strands')")
+    parser.add_argument(
+        "--debug-logger",
+        action="append",
+        default=[],
+        metavar="NAME",
+        # Wire loggers print credentials at DEBUG; they are only turned on when named (see edgevoice.logs).
+        help="also log DEBUG from this library logger (e.g. websockets, smithy_core); repeatable",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     chosen = next((a for a in argv if a in COMMANDS), None)
     for name, (module, help_) in COMMANDS.items():
@@ -38,11 +67,7 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(argv).parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logs.setup(verbose=args.verbose, debug_loggers=args.debug_logger)
     try:
         return int(args.func(args) or 0)
     except UserError as e:

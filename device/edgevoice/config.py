@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import os
 import re
-import stat
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -253,19 +251,11 @@ def _cross_check(s: Settings) -> None:
             f"config: gate.start_frames must not exceed gate.window_frames "
             f"({s.gate.start_frames} > {s.gate.window_frames})"
         )
+    from .apikeys import check_provider_key, check_secret_file  # they raise ConfigError, defined here
+
     if s.model.api_key_file:
-        _check_secret_file(s.model.api_key_file)
-
-
-def _check_secret_file(path: str) -> None:
-    try:
-        st = os.stat(path)
-    except OSError as e:
-        raise ConfigError(f"config: model.api_key_file {path!r} cannot be read ({e.strerror})") from None
-    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigError(
-            f"config: model.api_key_file {path!r} must be mode 0600 or stricter (is {stat.S_IMODE(st.st_mode):04o})"
-        )
+        check_secret_file(s.model.api_key_file)
+    check_provider_key(s.model)
 
 
 def parse(text: str, source: str = "<string>") -> Settings:
@@ -298,14 +288,6 @@ def replace(settings: Settings, **sections: dict[str, Any]) -> Settings:
     """A copy with some fields of some sections changed: replace(s, gate={"mode": "push_to_talk"})."""
     changed = {name: dataclasses.replace(getattr(settings, name), **values) for name, values in sections.items()}
     return dataclasses.replace(settings, **changed)
-
-
-def read_api_key(settings: ModelSettings, env_var: str) -> str | None:
-    """The provider's API key: from `api_key_file` when set, else from the environment."""
-    if settings.api_key_file:
-        _check_secret_file(settings.api_key_file)
-        return Path(settings.api_key_file).read_text(encoding="utf-8").strip() or None
-    return os.environ.get(env_var) or None
 
 
 def field_docs() -> list[tuple[str, str, str, str]]:

@@ -17,7 +17,9 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def _check(args: argparse.Namespace) -> int:
-    config.load(args.path)
+    from .. import checks
+
+    checks.check(config.load(args.path))  # what can be checked without the hardware: names, the voice
     print(f"{args.path}: ok")
     return 0
 

@@ -78,7 +78,8 @@ class SpeakerOutput:
             self.flush()
             self._state.fire(Event.BARGE_IN)
         elif kind == "bidi_transcript_block":
-            log.info("%s: %s", event["role"], event["transcript"])
+            # DEBUG only: the journal is readable by the `adm` group, the session files are 0600.
+            log.debug("%s: %s", event["role"], event["transcript"])
             if self._on_transcript:
                 self._on_transcript(event["role"], event["transcript"])
         elif kind == "bidi_response_start":
