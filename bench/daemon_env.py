@@ -16,7 +16,9 @@ def make_env(root: Path, provider: str = "local", seconds_of_silence: int = 60) 
     home = root / "home"
     home.mkdir(parents=True, exist_ok=True)
     mic = root / "mic.raw"
-    mic.write_bytes(bytes(16000 * 2 * seconds_of_silence))
+    from edgevoice.pcm import ms_bytes
+
+    mic.write_bytes(bytes(ms_bytes(1000 * seconds_of_silence)))
     (home / ".asoundrc").write_text(
         f'pcm.bench_mic {{ type file slave.pcm "null" file "/dev/null" infile "{mic}" format "raw" }}\n'
         f'pcm.bench_spk {{ type file slave.pcm "null" file "/dev/null" format "raw" }}\n'

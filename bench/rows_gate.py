@@ -18,19 +18,18 @@ import statistics
 import time
 from collections.abc import Callable, Iterable, Iterator
 
-import numpy as np
 import webrtcvad
 
 from bench.common import Row
 from edgevoice.config import GateSettings
 from edgevoice.gate import Gate, SpeechJudge, make_judge
 from edgevoice.gate.scan import Turn, scan
+from edgevoice.pcm import RATE, SAMPLE_BYTES, frame_samples, to_float
 from tests import audiogen as ag
 from tests import gatemat as gm
 
-RATE = 16000
 PERIOD = 30
-FS = RATE * PERIOD // 1000
+FS = frame_samples(PERIOD)
 SETTINGS = GateSettings()
 HANGOVER = SETTINGS.hangover_ms / 1000
 
@@ -56,7 +55,7 @@ def _bare_vad(frames: list[bytes]) -> list[bool]:
 
 def _bare_silero(judge: SpeechJudge, data: bytes) -> list[float]:
     judge.reset()
-    x = np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0
+    x = to_float(data)
     c = judge.chunk_samples
     return [judge(x[i : i + c]) for i in range(0, len(x) - c + 1, c)]
 
@@ -136,7 +135,7 @@ def _cpu_rows(judge: SpeechJudge, quick: bool) -> Iterator[Row]:
     backend = _backend(judge)
     seconds = 10.0 if quick else 30.0
     repeat = 3 if quick else 5
-    silence = bytes(2 * int(seconds * RATE))
+    silence = bytes(SAMPLE_BYTES * int(seconds * RATE))
     frames = ag.frames(silence)
     bare = _cpu(lambda: _bare_vad(frames), repeat)
     gate_s = _cpu(lambda: scan(Gate(SETTINGS, judge), silence), repeat)
@@ -149,7 +148,7 @@ def _cpu_rows(judge: SpeechJudge, quick: bool) -> Iterator[Row]:
     scene = ag.scene(utts[:2] if quick else utts, "pink", 10, seed=21)
     data = scene.s16()
     frames = ag.frames(data)
-    secs = len(data) / 2 / RATE
+    secs = len(data) / SAMPLE_BYTES / RATE
     bare = _cpu(lambda: (_bare_vad(frames), _bare_silero(judge, data)), repeat)
     gate_s = _cpu(lambda: scan(Gate(SETTINGS, judge), data), repeat)
     yield Row(

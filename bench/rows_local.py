@@ -62,12 +62,11 @@ class _Stock:
         self._d = Decoder(loglevel="FATAL")
 
     def transcribe(self, pcm: bytes) -> str:
-        import numpy as np
-
         from edgevoice.models import stt
+        from edgevoice.pcm import samples
 
         self._d.start_utt()
-        self._d.process_raw(stt.prepare(np.frombuffer(pcm, "<i2")).tobytes(), full_utt=True)
+        self._d.process_raw(stt.prepare(samples(pcm)).tobytes(), full_utt=True)
         self._d.end_utt()
         hyp = self._d.hyp()
         return hyp.hypstr if hyp is not None else ""
@@ -137,13 +136,14 @@ def _latency(quick: bool) -> Iterator[Row]:
 
     from edgevoice.models import stt
     from edgevoice.models.local import LocalModel
+    from edgevoice.pcm import ms_bytes
 
     pcm = _speech("What time is it?", "en-us")
-    end = bytes(16000 * 2 * 600 // 1000)
+    end = bytes(ms_bytes(600))
     stt_s = []
     for _ in range(3 if quick else 10):
         t0 = time.perf_counter()
-        stt.shared().transcribe(pcm + end[: 16000 * 2 * 400 // 1000])
+        stt.shared().transcribe(pcm + end[: ms_bytes(400)])
         stt_s.append(time.perf_counter() - t0)
 
     async def turns(n: int) -> list[float]:

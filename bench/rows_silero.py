@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import Row
+from edgevoice.pcm import RATE
 
-RATE = 16000
 CHUNK = 512
 
 # Runs in a fresh interpreter: argv = kind (numpy|onnx), raw float32 audio path. Peak RSS is VmHWM, not
@@ -32,7 +32,8 @@ def hwm_kb():
     return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:"))
 import edgevoice.gate
 from edgevoice.gate.silero_numpy import default_model_path
-kind, audio = sys.argv[1], np.fromfile(sys.argv[2], np.float32)[:16000]
+from edgevoice.pcm import RATE
+kind, audio = sys.argv[1], np.fromfile(sys.argv[2], np.float32)[:RATE]  # 1 s
 path = default_model_path()
 base = hwm_kb()
 t0 = time.perf_counter()
@@ -46,7 +47,7 @@ else:
     opts.intra_op_num_threads = opts.inter_op_num_threads = 1
     sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     x = np.zeros((1, 576), np.float32)
-    io = {"input": x, "state": np.zeros((2, 1, 128), np.float32), "sr": np.array(16000, np.int64)}
+    io = {"input": x, "state": np.zeros((2, 1, 128), np.float32), "sr": np.array(RATE, np.int64)}
     def step(c):
         x[0, 64:] = c
         out, io["state"] = sess.run(None, io)

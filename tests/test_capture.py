@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from edgevoice.audio import Capture, CaptureEnded
-from edgevoice.audio.resample import resample
+from edgevoice.pcm import resample
 from tests.alsa import AsoundRc, alsa_home, killable_sink
 
 RATE = 16000

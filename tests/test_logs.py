@@ -9,7 +9,6 @@ import logging
 import subprocess
 import sys
 import threading
-import types
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,7 +30,7 @@ def log_stream() -> Iterator[io.StringIO]:
     """The console script's logging set up on a StringIO; everything it changed is put back after."""
     root = logging.getLogger()
     saved = (list(root.handlers), root.level, sys.excepthook, threading.excepthook)
-    levels = {name: logging.getLogger(name).level for name in (*WIRE, *logs.OWN_LOGGERS, "edgevoice.daemon.voice")}
+    levels = {name: logging.getLogger(name).level for name in (*WIRE, *logs.OWN_LOGGERS, "edgevoice.daemon.connection")}
     stream = io.StringIO()
     yield stream
     root.handlers[:] = saved[0]
@@ -123,23 +122,26 @@ def test_uncaught_exceptions_go_through_the_filter(log_stream: io.StringIO) -> N
 
 
 def test_a_model_error_that_quotes_the_key_is_redacted(log_stream: io.StringIO) -> None:
-    """daemon/voice.py logs provider errors at ERROR, cut to 300 characters: the cut may fall in the key."""
+    """daemon/connection.py logs provider errors at ERROR, cut to 300 characters: the cut may fall in the key."""
+    from edgevoice.daemon.connection import Connection
     from edgevoice.daemon.state import StateMachine
-    from edgevoice.daemon.voice import VoiceLoop
 
     logs.setup(stream=log_stream)
     logs.register_secret(SECRET)
     failed = asyncio.Event()
 
     class FailingAgent:
-        async def run(self, **_: object) -> None:
+        async def run(self, inputs: list[object], outputs: list[object]) -> None:
             failed.set()
             raise ConnectionError(f"{'handshake rejected ' * 14} header {SECRET} and {SECRET}")
 
-    loop = types.SimpleNamespace(agent=FailingAgent(), mic=None, speaker=None, state=StateMachine())
+    async def build() -> FailingAgent:
+        return FailingAgent()
+
+    conn = Connection(build, inputs=[], outputs=[], fire=StateMachine().fire)  # type: ignore[arg-type]
 
     async def main() -> None:
-        task = asyncio.create_task(VoiceLoop._converse(loop))  # type: ignore[arg-type]
+        task = asyncio.create_task(conn.run())
         await asyncio.wait_for(failed.wait(), 5)
         await asyncio.sleep(0.05)
         task.cancel()
@@ -148,7 +150,7 @@ def test_a_model_error_that_quotes_the_key_is_redacted(log_stream: io.StringIO) 
 
     asyncio.run(main())
     out = log_stream.getvalue()
-    assert "ERROR edgevoice.daemon.voice: model stopped: ConnectionError: handshake rejected" in out, out
+    assert "ERROR edgevoice.daemon.connection: model stopped: ConnectionError: handshake rejected" in out, out
     for piece in (SECRET, SECRET[:12], SECRET[-12:]):
         assert piece not in out, out
 

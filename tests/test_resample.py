@@ -1,4 +1,4 @@
-"""StreamResampler: streaming soxr over S16_LE bytes."""
+"""StreamResampler (edgevoice.pcm): streaming soxr over S16_LE bytes, against soxr itself."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import soxr
 
-from edgevoice.audio.resample import StreamResampler, resample
+from edgevoice.pcm import StreamResampler, resample
 
 
 def sine(freq: float, seconds: float, rate: int, amp: float = 0.5) -> np.ndarray:

@@ -55,3 +55,17 @@ def test_changes_are_logged_at_info(caplog: pytest.LogCaptureFixture) -> None:
         "state listening -> thinking on turn_ended",
         "state thinking -> offline on model_lost",
     ]
+
+
+def test_an_outage_is_one_change_each_way() -> None:
+    """The connection fires MODEL_LOST once per outage and MODEL_BACK after the agent started again; the
+    machine itself takes a repeated event calmly: one change each way, one INFO line each."""
+    sm = StateMachine()
+    seen: list[tuple[State, State]] = []
+    sm.when_changed(lambda old, new: seen.append((old, new)))
+    sm.fire(Event.MODEL_LOST)
+    sm.fire(Event.MODEL_LOST)
+    assert sm.fire(Event.TURN_ENDED) is State.OFFLINE
+    assert sm.fire(Event.MODEL_BACK) is State.IDLE
+    assert sm.fire(Event.MODEL_BACK) is State.IDLE
+    assert seen == [(State.IDLE, State.OFFLINE), (State.OFFLINE, State.IDLE)]

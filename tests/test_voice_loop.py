@@ -10,6 +10,7 @@ import sys
 import wave
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -17,7 +18,11 @@ import pytest
 from edgevoice import config
 from edgevoice.audio import Capture
 from edgevoice.commands.demo import speak_to_raw
-from edgevoice.daemon.voice import VoiceLoop
+from edgevoice.daemon.connection import AgentBug, Phase
+from edgevoice.daemon.state import State
+from edgevoice.daemon.voice import StoreRetry, VoiceLoop
+from edgevoice.models.local import LocalModel
+from edgevoice.session.lock import lock_store
 from tests.alsa import AsoundRc, alsa_home
 
 EDGEVOICE = str(Path(sys.executable).parent / "edgevoice")
@@ -36,13 +41,13 @@ def settings_for(sessions: Path) -> config.Settings:
     )
 
 
-def converse(alsa: AsoundRc, tmp: Path, text: str, sessions: Path) -> VoiceLoop:
+def converse(alsa: AsoundRc, tmp: Path, text: str, sessions: Path, **parts: Any) -> VoiceLoop:
     raw, answer = tmp / "mic.raw", tmp / "answer.wav"
     frames = speak_to_raw(text, "en-us", raw)
     alsa.capture("mic", raw).playback("spk", answer, fmt="wav").write()
     s = settings_for(sessions)
     capture = Capture("mic", period_ms=s.audio.period_ms, pace=4.0, max_frames=frames)
-    loop = VoiceLoop(s, capture=capture, stop_when_input_ends=True)
+    loop = VoiceLoop(s, capture=capture, stop_when_input_ends=True, **parts)
     asyncio.run(asyncio.wait_for(loop.run(), 90))
     return loop
 
@@ -149,3 +154,76 @@ def test_run_rejects_a_bad_session_id(tmp_path: Path) -> None:
     r = subprocess.run([EDGEVOICE, "run", "--config", str(cfg)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and "session.session_id" in r.stderr
+
+
+class FlakyModel(LocalModel):
+    """The offline model, whose first `fails` starts raise `error` (a refused connect, or a bug)."""
+
+    def __init__(self, fails: int, error: Exception) -> None:
+        super().__init__(pace_lead_s=None)
+        self.fails = fails
+        self.error = error
+        self.starts = 0
+
+    async def start(self, *args: Any, **kwargs: Any) -> None:
+        self.starts += 1
+        if self.fails:
+            self.fails -= 1
+            raise self.error
+        await super().start(*args, **kwargs)
+
+
+def test_a_refused_connect_is_retried_and_the_turn_still_answered(alsa: AsoundRc, tmp_path: Path) -> None:
+    """The model refuses the first start: offline, then back once it started, and the turn spoken
+    meanwhile (queued in the mic) is answered."""
+    states: list[tuple[State, State]] = []
+    phases: list[Phase] = []
+    model = FlakyModel(1, ConnectionError("refused"))
+    loop = converse(
+        alsa, tmp_path, "What time is it?", tmp_path / "sessions",
+        model=model, on_state=lambda o, n: states.append((o, n)), on_phase=lambda _o, n: phases.append(n),
+    )
+    assert model.starts == 2 and loop.connection.reconnects == 1
+    went = [n for _o, n in states]
+    # (the turn may open before or after the refusal: Strands is imported in a thread meanwhile)
+    assert went.count(State.OFFLINE) == 1 and went[went.index(State.OFFLINE) + 1] is State.IDLE, states
+    assert phases == [Phase.CONNECTING, Phase.BACKING_OFF, Phase.CONNECTING, Phase.CONNECTED, Phase.STOPPED]
+    answers = [t for r, t in loop.transcripts if r == "assistant"]
+    assert answers and "it is" in answers[0].lower(), loop.transcripts
+
+
+def test_a_bug_in_the_model_stops_the_loop(alsa: AsoundRc, tmp_path: Path) -> None:
+    """A TypeError is not a network drop: no retry, the loop stops with AgentBug, and the store's lock
+    and the audio threads are released on the way out."""
+    sessions = tmp_path / "sessions"
+    model = FlakyModel(5, TypeError("start() got an unexpected keyword argument 'tools'"))
+    with pytest.raises(AgentBug, match="TypeError"):
+        converse(alsa, tmp_path, "Hello.", sessions, model=model)
+    assert model.starts == 1
+    again = lock_store(str(sessions))  # the lock went with the loop
+    assert again is not None
+    again.release()
+
+
+class Beside:
+    """A service: counts its runs, and notes that it was cancelled when the loop stopped."""
+
+    def __init__(self) -> None:
+        self.ran = 0
+        self.cancelled = False
+
+    async def run(self) -> None:
+        self.ran += 1
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.cancelled = True
+            raise
+
+
+def test_services_run_beside_the_loop(alsa: AsoundRc, tmp_path: Path) -> None:
+    one, two = Beside(), Beside()
+    loop = converse(alsa, tmp_path, "Hello.", tmp_path / "sessions", services=[one, two])
+    assert (one.ran, one.cancelled, two.ran, two.cancelled) == (1, True, 1, True)
+    assert loop.services == [one, two]
+    assert [type(s) for s in VoiceLoop(settings_for(tmp_path / "s")).services] == [StoreRetry]  # the default

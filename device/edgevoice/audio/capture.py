@@ -3,7 +3,7 @@
 The thread never waits for the consumer: each frame goes to the event loop with
 `call_soon_threadsafe` into a bounded queue that drops (and counts) the oldest frame when full.
 A vanished device is reopened with capped exponential backoff; loss and recovery are logged once
-(recovery after half a second of audio has flowed again: see `outage.STABLE_S`).
+(recovery after half a second of audio has flowed again: see `edgevoice.backoff.STABLE_S`).
 """
 
 from __future__ import annotations
@@ -19,13 +19,10 @@ from typing import Any, Protocol
 import alsaaudio
 
 from edgevoice.audio import alsalib
-from edgevoice.audio.outage import Outage
-from edgevoice.audio.resample import StreamResampler
+from edgevoice.backoff import Outage
+from edgevoice.pcm import RATE, StreamResampler, ms_bytes, ms_samples
 
 log = logging.getLogger(__name__)
-
-OUT_RATE = 16000
-"""The rate every frame leaves the capture at: the gate and the models work at 16 kHz."""
 
 BOUNDED_OPEN_S = 5.0
 """A capture bounded by `max_frames` (a file PCM in tests, the bench, the demo) whose device has not
@@ -62,7 +59,7 @@ class Capture:
         self,
         device: str,
         *,
-        rate: int = OUT_RATE,
+        rate: int = RATE,
         period_ms: int = 30,
         queue_frames: int = 100,
         reopen_max_s: float = 1.0,
@@ -82,7 +79,7 @@ class Capture:
         self.device = device
         self.rate = rate
         self.period_ms = period_ms
-        self.frame_bytes = OUT_RATE * period_ms // 1000 * 2
+        self.frame_bytes = ms_bytes(period_ms)  # every frame leaves at RATE, whatever the device runs at
         self._queue_frames = queue_frames
         self._reopen_max_s = reopen_max_s
         self._pace = pace
@@ -197,7 +194,7 @@ class Capture:
 
     # -- reader thread --------------------------------------------------------------------
     def _open(self) -> tuple[CapturePcm, StreamResampler]:
-        period = self.rate * self.period_ms // 1000
+        period = ms_samples(self.period_ms, self.rate)
         pcm = self._opener(
             alsaaudio.PCM_CAPTURE,
             device=self.device,
@@ -215,7 +212,7 @@ class Capture:
                 self.rate,
                 actual,
             )
-        return pcm, StreamResampler(actual, OUT_RATE)
+        return pcm, StreamResampler(actual, RATE)
 
     def _run(self) -> None:
         # Failures are logged once per outage by Outage; alsa-lib's own words for them go to DEBUG.
@@ -223,7 +220,7 @@ class Capture:
             self._read_loop()
 
     def _read_loop(self) -> None:
-        outage = Outage(log, "capture", self.device, self._reopen_max_s)
+        outage = Outage(log, f"capture device {self.device}", self._reopen_max_s)
         opened_before = False
         resampler: StreamResampler | None = None
         pending = b""

@@ -20,8 +20,8 @@ from typing import Any, Protocol
 import alsaaudio
 
 from edgevoice.audio import alsalib
-from edgevoice.audio.resample import StreamResampler
 from edgevoice.audio.writer import Writer
+from edgevoice.pcm import RATE, StreamResampler, ms_samples
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class Playback:
         self,
         device: str,
         *,
-        rate: int = 16000,
+        rate: int = RATE,
         period_ms: int = 30,
         periods: int = 4,
         reopen_max_s: float = 1.0,
@@ -68,7 +68,7 @@ class Playback:
             raise ValueError("period_ms and reopen_max_s must be positive, periods at least 2")
         self.device = device
         self.rate = rate
-        self.period_frames = rate * period_ms // 1000
+        self.period_frames = ms_samples(period_ms, rate)
         self.buffer_frames = self.period_frames * periods  # updated from the device when opened
         self.on_start = on_start
         self.on_idle = on_idle

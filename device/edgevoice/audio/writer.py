@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 
 import alsaaudio
 
-from edgevoice.audio.outage import Outage
-from edgevoice.audio.resample import StreamResampler
+from edgevoice.backoff import Outage
+from edgevoice.pcm import StreamResampler
 
 if TYPE_CHECKING:
     from edgevoice.audio.playback import Playback
@@ -34,7 +34,7 @@ class Writer:
         self.gen = pb._flush_gen  # the flush generation handled so far
         self.started = False  # on_start sent, on_idle not yet
         self.play_clock = 0.0  # paced mode: when everything written so far has been played
-        self.outage = Outage(log, "playback", pb.device, pb._reopen_max_s)
+        self.outage = Outage(log, f"playback device {pb.device}", pb._reopen_max_s)
         self.opened_before = False
         self.period_s = pb.period_frames / pb.rate
         # A stream that pauses this long is over: soxr's tail is played and its state reset.

@@ -17,6 +17,7 @@ import wave
 from pathlib import Path
 
 from .. import config
+from ..pcm import RATE
 
 FIRST = "My name is Alice."
 SECOND = "What is my name?"
@@ -45,11 +46,11 @@ def _has_history(session_dir: Path, settings: config.Settings) -> bool:
     return msgs.is_dir() and any(msgs.iterdir())
 
 
-def speak_to_raw(text: str, voice: str, out: Path, rate: int = 16000) -> int:
+def speak_to_raw(text: str, voice: str, out: Path, rate: int = RATE) -> int:
     """espeak-ng speech at `rate`, mono S16_LE, with silence around it; returns the frame count."""
     import numpy as np
 
-    from ..audio.resample import resample
+    from ..pcm import resample
 
     if shutil.which("espeak-ng") is None:
         raise config.ConfigError("demo: espeak-ng is not installed (apt-get install espeak-ng)")
@@ -129,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _converse(settings: config.Settings, frames: int, answer: Path, sessions: Path) -> int:
+    from ..daemon.connection import AgentBug
     from ..daemon.voice import VoiceLoop, make_capture
 
     def show(role: str, text: str) -> None:
@@ -141,6 +143,9 @@ async def _converse(settings: config.Settings, frames: int, answer: Path, sessio
         await asyncio.wait_for(loop.run(), timeout=120)
     except TimeoutError:
         print("demo: no answer within 120 s", file=sys.stderr)
+        return 1
+    except AgentBug as e:  # logged with its traceback
+        print(f"demo: the model failed: {e}", file=sys.stderr)
         return 1
     users = [t for r, t in loop.transcripts if r == "user"]
     answers = [t for r, t in loop.transcripts if r == "assistant"]

@@ -93,10 +93,18 @@ def _log_start(path: str | None, settings: config.Settings) -> None:
 
 
 async def _main(settings: config.Settings, pace: float | None, frames: int | None) -> int:
-    from ..daemon.voice import VoiceLoop, make_capture
+    from ..daemon.connection import AgentBug
+    from ..daemon.voice import StoreRetry, VoiceLoop, make_capture
 
     capture = make_capture(settings, pace=pace, max_frames=frames)
-    loop = VoiceLoop(settings, capture=capture, stop_when_input_ends=frames is not None)
+    loop = VoiceLoop(
+        settings,
+        capture=capture,
+        stop_when_input_ends=frames is not None,
+        # What runs beside the loop; the watchdog and buttons join here later. (`loop` is bound before the
+        # retry first looks, 5 s in.)
+        services=[StoreRetry(lambda: loop.session_manager)],
+    )
     task = asyncio.current_task()
     assert task is not None
     ev = asyncio.get_running_loop()
@@ -108,8 +116,11 @@ async def _main(settings: config.Settings, pace: float | None, frames: int | Non
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         ev.add_signal_handler(sig, stop, sig)
-    with contextlib.suppress(asyncio.CancelledError):
-        await loop.run()
+    try:
+        with contextlib.suppress(asyncio.CancelledError):
+            await loop.run()
+    except AgentBug:
+        return 1  # logged with its traceback; systemd restarts the daemon
     if got:
         log.info("stopped on %s", got[0].name)
     return INTERRUPTED if got and got[0] is signal.SIGINT else 0

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..gate import GateEvent, TurnEnded, TurnFrame, TurnStarted
+from ..pcm import ms_bytes
 from .state import Event, StateMachine
 
 if TYPE_CHECKING:
@@ -23,8 +24,6 @@ if TYPE_CHECKING:
     from strands.bidi.types.media import AudioDelta
 
 log = logging.getLogger(__name__)
-
-RATE = 16000
 
 
 class FrameSource(Protocol):
@@ -73,7 +72,7 @@ class GatedMic:
         self._speaker = speaker
         self._state = state
         self.convert: Converter = to_model_rate or (lambda pcm: pcm)
-        self._padding = bytes(RATE * 2 * end_padding_ms // 1000)
+        self._padding = bytes(ms_bytes(end_padding_ms))  # digital silence at 16 kHz, before conversion
         self._echo_tail_s = echo_tail_s
         self._on_ready = on_ready
         self._on_end = on_end

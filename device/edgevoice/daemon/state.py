@@ -30,7 +30,9 @@ class Event(enum.Enum):
     RESPONSE_DONE = "response_done"
     BARGE_IN = "barge_in"
     MODEL_LOST = "model_lost"
+    """The agent failed (fired by the connection, once per outage); from any state to offline."""
     MODEL_BACK = "model_back"
+    """The agent started again after MODEL_LOST: fired only once the reconnect succeeded."""
 
 
 # (state, event) -> next state. Pairs not listed leave the state unchanged.

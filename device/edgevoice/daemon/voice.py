@@ -1,4 +1,10 @@
-"""The voice loop: capture -> gate -> BidiAgent -> playback, with the session store behind the agent."""
+"""The voice loop: capture -> gate -> the model connection -> playback, with the session store behind the agent.
+
+The loop owns the frame path (capture, the gated mic, the speaker output, the state machine) and the end of
+a bounded input (`stop_when_input_ends`). The agent's life (building, starting, restarting) is the
+connection's (`connection.py`); what runs beside the loop (the store retry now; the watchdog, buttons and
+LED later) is handed to it as `services`.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +12,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Protocol
 
 from ..config import Settings
+from ..pcm import RATE, StreamResampler
+from .connection import AgentBuilder, Connection, Phase
 from .mic import GatedMic
 from .speaker import SpeakerOutput
 from .state import Event, State, StateMachine
@@ -41,10 +49,41 @@ def make_capture(settings: Settings, *, pace: float | None = None, max_frames: i
     )
 
 
+class Service(Protocol):
+    """Something that runs beside the frame path for the loop's whole life. It is cancelled when the loop
+    stops; an exception it raises stops the loop (and the daemon), so it must catch what it can outlive."""
+
+    async def run(self) -> None: ...
+
+
+class StoreRetry:
+    """A full or read-only flash holds writes in memory (`session/held.py`); try them again every
+    `period_s`, on the loop, while the room is quiet. `store()` is the session manager once built, or None."""
+
+    def __init__(self, store: Callable[[], object], period_s: float = 5.0) -> None:
+        self._store = store
+        self._period_s = period_s
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self._period_s)
+            sm = self._store()
+            if sm is None:
+                continue
+            from ..session import DurableFileSessionManager  # Strands is loaded once a store exists
+
+            if isinstance(sm, DurableFileSessionManager) and sm.pending_writes:
+                try:
+                    sm.retry_pending()
+                except Exception as e:  # the poller must outlive anything the store raises
+                    log.error("session store: retry failed: %s: %s", type(e).__name__, e)
+
+
 class VoiceLoop:
     """Owns the parts of one conversation loop and runs them until cancelled (or the input ends).
 
-    Parts can be passed in (tests, the demo); anything not passed is built from `settings`.
+    Parts can be passed in (tests, the demo); anything not passed is built from `settings`. `services`
+    default to the store retry; a command that passes its own list passes `StoreRetry` too if it wants it.
     """
 
     def __init__(
@@ -55,10 +94,12 @@ class VoiceLoop:
         playback: Playback | None = None,
         model: BidiModel | None = None,
         session_manager: SessionManager[LocalAgent] | None = None,
+        services: Sequence[Service] | None = None,
         stop_when_input_ends: bool = False,
         on_transcript: Callable[[str, str], None] | None = None,
         on_ready: Callable[[], None] | None = None,
         on_state: Callable[[State, State], None] | None = None,
+        on_phase: Callable[[Phase, Phase], None] | None = None,
     ) -> None:
         from ..audio import Playback
         from ..gate import make_gate
@@ -73,8 +114,6 @@ class VoiceLoop:
             a.playback_device, rate=a.playback_rate, period_ms=a.period_ms, reopen_max_s=a.reopen_max_s
         )
         self.gate = make_gate(settings)
-        self._model = model
-        self._session_manager = session_manager
         self._stop_when_input_ends = stop_when_input_ends
         self._on_transcript = on_transcript
         self._on_ready = on_ready
@@ -94,8 +133,19 @@ class VoiceLoop:
         )
         self.playback.on_start = lambda: self.state.fire(Event.PLAYBACK_STARTED)
         self.playback.on_idle = self._playback_idle
+        self.agents = AgentBuilder(settings, model=model, session_manager=session_manager)
+        self.connection = Connection(
+            self._build_agent, inputs=[self.mic], outputs=[self.speaker], fire=self.state.fire, on_phase=on_phase
+        )
+        self.services: list[Service] = (
+            list(services) if services is not None else [StoreRetry(lambda: self.session_manager)]
+        )
         self.transcripts: list[tuple[str, str]] = []
-        self.session_manager: SessionManager[LocalAgent] | None = None
+
+    @property
+    def session_manager(self) -> SessionManager[LocalAgent] | None:
+        """The session store, once the agent is built."""
+        return self.agents.session_manager
 
     def _ready(self) -> None:
         log.info("ready: first frame accepted %.3f s after start", time.monotonic() - self.started_at)
@@ -122,75 +172,26 @@ class VoiceLoop:
         ):
             self._done.set()
 
-    def _build_agent(self) -> BidiAgent:
-        from strands.bidi import BidiAgent
-
-        from ..models import make_model
-        from ..session import make_session_manager
-
-        model = self._model or make_model(self.settings)
-        sm = self._session_manager or make_session_manager(self.settings.session)
-        self.session_manager = sm
-        return BidiAgent(
-            model=model,
-            session_manager=sm,
-            system_prompt=self.settings.model.system_prompt,
-            agent_id=self.settings.session.agent_id,
-        )
+    async def _build_agent(self) -> BidiAgent:
+        agent = await self.agents()
+        self._model_rate_converter(agent)
+        return agent
 
     def _model_rate_converter(self, agent: BidiAgent) -> None:
         from strands.bidi.models import AudioCapable
 
         model = agent.model
-        rate = model.get_audio_config()["input"]["sample_rate"] if isinstance(model, AudioCapable) else 16000
-        if rate != 16000:
-            from ..audio.resample import StreamResampler
-
-            self.mic.convert = StreamResampler(16000, rate).process
-
-    async def _converse(self) -> None:
-        """Run the agent; when it fails, go offline, back off, and start it again."""
-        delay = 1.0
-        while True:
-            t0 = time.monotonic()
-            try:
-                await self.agent.run(inputs=[self.mic], outputs=[self.speaker])
-                return
-            except Exception as e:  # any provider error: the loop must outlive it
-                why = " ".join(str(e).split())[:300]  # provider errors nest; one bounded line in the journal
-                log.error("model stopped: %s: %s; retrying in %.0f s", type(e).__name__, why, delay)
-                self.state.fire(Event.MODEL_LOST)
-            if time.monotonic() - t0 > 60:
-                delay = 1.0
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 30.0)
-            self.state.fire(Event.MODEL_BACK)
-
-    async def _retry_store(self) -> None:
-        """A full or read-only flash holds writes in memory; try them again while the room is quiet."""
-        while True:
-            await asyncio.sleep(5)
-            from ..session import DurableFileSessionManager  # Strands is loaded by now
-
-            sm = self.session_manager
-            if isinstance(sm, DurableFileSessionManager) and sm.pending_writes:
-                try:
-                    sm.retry_pending()
-                except Exception as e:  # the poller must outlive anything the store raises
-                    log.error("session store: retry failed: %s: %s", type(e).__name__, e)
-
-    async def _connect(self) -> None:
-        # Strands takes most of start-up to import: do it in a thread while frames are already gated
-        # (a turn spoken meanwhile waits in the mic's queue).
-        self.agent = await asyncio.to_thread(self._build_agent)
-        self._model_rate_converter(self.agent)
-        await self._converse()
+        rate = model.get_audio_config()["input"]["sample_rate"] if isinstance(model, AudioCapable) else RATE
+        # Set for every agent built, 16 kHz included: a converter left from an earlier model at another
+        # rate must never feed this one (equal rates pass through unchanged).
+        self.mic.convert = StreamResampler(RATE, rate).process
 
     async def run(self) -> None:
         """Run until cancelled, or until the input has ended and every turn was answered and played.
 
         Holds the lock on `session.dir` throughout (a second daemon on it exits 2: `session/lock.py`);
-        at exit, writes the store still holds in memory get a last try and are named in the log."""
+        at exit, writes the store still holds in memory get a last try and are named in the log.
+        Raises `connection.AgentBug` when the model raised a programming error (the daemon exits 1)."""
         from ..session.lock import lock_store
 
         store_lock = lock_store(self.settings.session.dir)  # before capture starts: busy means exit now
@@ -213,11 +214,10 @@ class VoiceLoop:
     async def _run(self) -> None:
         self.playback.start()
         await self.capture.start()
-        pump = asyncio.create_task(self.mic.pump())
-        agent = asyncio.create_task(self._connect())
+        pump = asyncio.create_task(self.mic.pump())  # runs whether or not the model is connected
+        agent = asyncio.create_task(self.connection.run())
         done = asyncio.create_task(self._done.wait())
-        store = asyncio.create_task(self._retry_store())
-        tasks = {pump, agent, done, store}
+        tasks = {pump, agent, done, *(asyncio.create_task(s.run()) for s in self.services)}
         try:
             waiting = set(tasks)
             while agent in waiting and done in waiting:  # the end of capture alone stops nothing

@@ -5,13 +5,11 @@ from __future__ import annotations
 import itertools
 from collections import deque
 
-import numpy as np
-
+from ..pcm import ms_samples, samples, to_float
 from .judge import SpeechJudge
 
-RATE = 16000
 # The longest skip the judge catches up exactly; after a longer one it is reset and warmed up.
-CATCHUP_SAMPLES = RATE * 400 // 1000
+CATCHUP_SAMPLES = ms_samples(400)
 # Warm-up between turns: over the room since the last turn ended, at most this much. Silero's LSTM
 # remembers for seconds, and a judge woken from zero state calls less of a command's onset speech
 # than one run all along: with 400 ms of warm-up it did so for 11 of 48 onsets (pink, 10 and 5 dB),
@@ -19,7 +17,7 @@ CATCHUP_SAMPLES = RATE * 400 // 1000
 # where people talk (the bench's noise+speech scene); steady noise alone never wakes the judge.
 # Never from before the last turn's end: a state that still holds the talker's words called the
 # noise stepping up just after the turn speech, and opened false turns on it.
-WARMUP_SAMPLES = RATE * 800 // 1000
+WARMUP_SAMPLES = ms_samples(800)
 # Warm-up within a turn (a pause in the talker's speech): the pause only, for the same reason:
 # otherwise a noise that steps up in the hangover keeps the turn open.
 TURN_WARMUP_SAMPLES = CATCHUP_SAMPLES
@@ -74,8 +72,7 @@ class LazyJudge:
             first = (self._pos - ring_start) // self._frame
             skip = self._pos - (ring_start + first * self._frame)
             raw = b"".join(itertools.islice(ring, first, None))
-            x = np.frombuffer(raw, dtype="<i2", count=skip + n * self._chunk)[skip:]
-            audio = x.astype(np.float32) * np.float32(1 / 32768)
+            audio = to_float(samples(raw, skip + n * self._chunk)[skip:])
             c = self._chunk
             for i in range(n):
                 self.prob = self.judge(audio[i * c : (i + 1) * c])

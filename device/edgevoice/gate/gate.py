@@ -14,7 +14,8 @@ from collections import deque
 import webrtcvad
 
 from ..config import GateSettings, Settings
-from .cascade import RATE, LazyJudge
+from ..pcm import RATE, check_period, frame_bytes, frame_samples
+from .cascade import LazyJudge
 from .events import GateEvent, TurnEnded, TurnFrame, TurnStarted
 from .judge import SpeechJudge, make_judge
 from .level import Foreground
@@ -53,15 +54,14 @@ class Gate:
         period_ms: int = 30,
         foreground_db: float | None = FOREGROUND_DB,
     ) -> None:
-        if period_ms not in (10, 20, 30):
-            raise ValueError(f"period_ms must be 10, 20 or 30 (got {period_ms})")
+        check_period(period_ms)  # webrtcvad takes 10, 20 or 30 ms frames only
         if settings.start_frames > settings.window_frames:
             raise ValueError("start_frames must not exceed window_frames")
         self.settings = settings
         self.period_ms = period_ms
         self._ptt = settings.mode == "push_to_talk"
-        self._fs = RATE * period_ms // 1000
-        self._frame_bytes = 2 * self._fs
+        self._fs = frame_samples(period_ms)
+        self._frame_bytes = frame_bytes(period_ms)
         self._vad = webrtcvad.Vad(settings.webrtcvad_mode)
         self._judge = None if judge is None else LazyJudge(judge, settings.threshold, self._fs)
         self._fg = (

@@ -10,6 +10,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..config import ConfigError, GateSettings
+from ..pcm import RATE
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ class OnnxSileroJudge:
         self._session: Any = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
         self._input = np.zeros((1, CONTEXT + self.chunk_samples), dtype=np.float32)
         self._state = np.zeros((2, 1, 128), dtype=np.float32)
-        self._sr = np.array(16000, dtype=np.int64)
+        self._sr = np.array(RATE, dtype=np.int64)
 
     def reset(self) -> None:
         self._input[:] = 0.0

@@ -34,6 +34,8 @@ from collections import deque
 
 import numpy as np
 
+from ..pcm import FULL_SCALE, samples
+
 HISTORY_S = 3.0
 SMOOTH_MS = 90  # about a syllable's core
 PEAK_QUANTILE = 0.95
@@ -72,7 +74,7 @@ class Foreground:
         self._floor = _power_ratio(FLOOR_DB)
         self._drop = _power_ratio(-TALKER_DROP_DB)
         self._frame = frame_samples
-        self._scale = 1.0 / (frame_samples * 32768.0 * 32768.0)
+        self._scale = 1.0 / (frame_samples * FULL_SCALE * FULL_SCALE)  # mean power, full scale = 1
         self._smooth = max(1, -(-SMOOTH_MS // period_ms))
         self._hist: deque[float] = deque(maxlen=max(_MIN_HISTORY, int(HISTORY_S * 1000 / period_ms)))
         self._block = max(1, round(BLOCK_MS / period_ms))
@@ -181,7 +183,8 @@ class Foreground:
         if count <= 0:
             return
         raw = b"".join(itertools.islice(ring, len(ring) - count, None))
-        x = np.frombuffer(raw, dtype="<i2").reshape(count, self._frame).astype(np.float32)
+        # Powers on the int16 scale (scaled once, by _scale): the same float32 sums as ever.
+        x = samples(raw).reshape(count, self._frame).astype(np.float32)
         powers: list[float] = (np.einsum("ij,ij->i", x, x) * self._scale).tolist()
         recent = self._recent
         for p in powers:

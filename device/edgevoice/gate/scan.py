@@ -14,10 +14,9 @@ from typing import BinaryIO
 
 import numpy as np
 
-from ..audio.resample import StreamResampler
 from ..config import Settings
 from ..errors import UserError
-from .cascade import RATE
+from ..pcm import RATE, SAMPLE_BYTES, StreamResampler, frame_bytes, to_bytes, to_float
 from .events import TurnEnded, TurnStarted
 from .gate import Gate, make_gate
 
@@ -84,7 +83,7 @@ def _open_wav(path: Path, f: BinaryIO) -> wave.Wave_read:
 
 
 def _raw_blocks(path: Path, f: BinaryIO) -> Iterator[bytes]:
-    size = int(RATE * BLOCK_S) * 2
+    size = int(RATE * BLOCK_S) * SAMPLE_BYTES
     with f:
         while True:
             try:
@@ -112,7 +111,7 @@ def _wav_blocks(path: Path, f: BinaryIO, w: wave.Wave_read) -> Iterator[bytes]:
             x = _to_float(raw, width).reshape(-1, channels).mean(axis=1)
             y = resampler.process_samples(x, last=last)
             if y.size:
-                yield bytes(np.clip(np.round(y * 32768.0), -32768, 32767).astype("<i2").tobytes())
+                yield to_bytes(y)
             if last:
                 return
 
@@ -124,21 +123,23 @@ def read_audio(path: Path) -> bytes:
 
 
 def _to_float(raw: bytes, width: int) -> np.ndarray:
+    """WAV samples of `width` bytes as float64 in [-1, 1); 16-bit is the PCM contract's own conversion."""
     raw = raw[: len(raw) // width * width]
+    if width == 2:
+        return to_float(raw, np.float64)
     if width == 1:
         return (np.frombuffer(raw, dtype=np.uint8).astype(np.float64) - 128.0) / 128.0
     if width == 3:
         b = np.frombuffer(raw, dtype=np.uint8).reshape(-1, 3).astype(np.int32)
         v = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
         return np.where(v >= 1 << 23, v - (1 << 24), v).astype(np.float64) / float(1 << 23)
-    dtype = "<i2" if width == 2 else "<i4"
-    return np.frombuffer(raw, dtype=dtype).astype(np.float64) / float(1 << (8 * width - 1))
+    return np.frombuffer(raw, dtype="<i4").astype(np.float64) / float(1 << 31)
 
 
 def scan_stream(gate: Gate, blocks: Iterable[bytes]) -> list[Turn]:
     """Feed 16 kHz mono S16_LE `blocks` (any sizes) to `gate` period by period; a trailing partial
     period is dropped."""
-    size = gate.period_ms * RATE // 1000 * 2
+    size = frame_bytes(gate.period_ms)
     turns: list[Turn] = []
     start = opened = -1
     pos = 0  # byte offset of the next period in the whole stream

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from ..pcm import RATE
 from .onnx_proto import Graph, OnnxFormatError, constants, load_model
 
-SAMPLE_RATE = 16000
 CHUNK = 512
 CONTEXT = 64
 _F32 = np.float32
@@ -254,7 +254,7 @@ class NumpySileroJudge:
         if x.dtype.kind != "f":  # int16 PCM would pass silently with the wrong scale
             raise TypeError(f"Silero judge takes float samples in [-1, 1), got {x.dtype}")
         if x.size != CHUNK:
-            raise ValueError(f"Silero judge takes {CHUNK} samples at {SAMPLE_RATE} Hz, got {x.size}")
+            raise ValueError(f"Silero judge takes {CHUNK} samples at {RATE} Hz, got {x.size}")
         a = self._audio
         a[:CONTEXT] = a[CHUNK : CHUNK + CONTEXT]  # the previous chunk's last 64 samples
         a[CONTEXT : CONTEXT + CHUNK] = x.reshape(-1)

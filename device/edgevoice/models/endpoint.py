@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-RATE = 16000
+from ..pcm import frame_bytes, samples
+
 FRAME_MS = 10
 
 
@@ -54,7 +55,7 @@ class Endpointer:
         self._min_speech = max(1, min_speech_ms // FRAME_MS)
         self._end_silence = max(1, end_silence_ms // FRAME_MS)
         self._max_frames = max(1, max_utterance_ms // FRAME_MS)
-        self._frame_bytes = RATE * FRAME_MS // 1000 * 2
+        self._frame_bytes = frame_bytes(FRAME_MS)
         self._preroll: deque[bytes] = deque(maxlen=max(0, preroll_ms // FRAME_MS))
         self._rest = b""
         self._frames: list[bytes] = []
@@ -85,7 +86,7 @@ class Endpointer:
         return events
 
     def _frame(self, frame: bytes) -> EndpointEvent | None:
-        x = np.frombuffer(frame, dtype="<i2").astype(np.float64)
+        x = samples(frame).astype(np.float64)
         rms = float(np.sqrt(np.mean(x * x)))
         loud = rms >= self._speech_rms
         quiet = rms < self._silence_rms

@@ -26,8 +26,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import numpy as np
-import soxr
 from strands.bidi.models import AudioConfig, AudioStreamConfig, BidiModel
 from strands.bidi.types import (
     AudioDelta,
@@ -49,6 +47,7 @@ from strands.types.content import Messages, TextBlock
 from strands.types.tools import ToolSpec
 
 from ..config import LocalModelSettings
+from ..pcm import RATE, SAMPLE_BYTES, StreamResampler, ms_bytes
 from . import responder, stt, tts
 from .endpoint import Endpointer, SpeechStarted
 
@@ -78,7 +77,7 @@ class LocalModel(BidiModel):
         self,
         settings: LocalModelSettings | None = None,
         *,
-        input_rate: int = 16000,
+        input_rate: int = RATE,
         system_prompt: str = "",
         clock: Callable[[], datetime] = _local_now,
         pace_lead_s: float | None = 0.5,
@@ -97,7 +96,7 @@ class LocalModel(BidiModel):
         self._inbox: asyncio.Queue[_Work] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
         self._endpointer = Endpointer()
-        self._resampler: soxr.ResampleStream | None = None
+        self._resampler: StreamResampler | None = None
         self._history: list[responder.Turn] = []
         self._speaking = False
         self._interrupt = asyncio.Event()
@@ -151,9 +150,8 @@ class LocalModel(BidiModel):
         self._events = asyncio.Queue()
         self._inbox = asyncio.Queue()
         self._endpointer = Endpointer()
-        self._resampler = (
-            soxr.ResampleStream(self._input_rate, stt.RATE, 1, dtype="int16") if self._input_rate != stt.RATE else None
-        )
+        # Float, not soxr's int16 stream: that one dithers, so the same turn was heard differently each time.
+        self._resampler = StreamResampler(self._input_rate, RATE) if self._input_rate != RATE else None
         self._speaking = False
         self._interrupt = asyncio.Event()
         self._connection_id = str(uuid.uuid4())
@@ -206,8 +204,7 @@ class LocalModel(BidiModel):
         if delta.format != "pcm" or data is None:
             raise ValueError("local model: audio must be raw PCM bytes (format 'pcm')")
         if self._resampler is not None:
-            samples = np.frombuffer(data, dtype="<i2")
-            data = np.asarray(self._resampler.resample_chunk(samples), dtype="<i2").tobytes()
+            data = self._resampler.process(data)
         for event in self._endpointer.push(data):
             if isinstance(event, SpeechStarted):
                 if self._speaking:
@@ -249,7 +246,7 @@ class LocalModel(BidiModel):
         """Stream one response; returns the part of `answer` that was sent before any barge-in."""
         response_id, transcript_id, audio_id = (str(uuid.uuid4()) for _ in range(3))
         rate = self._tts.rate
-        chunk_bytes = rate * CHUNK_MS // 1000 * 2
+        chunk_bytes = ms_bytes(CHUNK_MS, rate)
         loop = asyncio.get_running_loop()
         said: list[str] = []
         audio_open = False
@@ -286,7 +283,7 @@ class LocalModel(BidiModel):
                             content_id=audio_id,
                         )
                     )
-                    sent_s += len(chunk) / 2 / rate
+                    sent_s += len(chunk) / SAMPLE_BYTES / rate
                 if self._interrupt.is_set():
                     break
         finally:

@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from ..pcm import RATE, quantize, samples
 from . import vocabulary
 
-RATE = 16000
 _PAD_S = 0.3
 # Digital silence (synthetic speech, the daemon's end marker) upsets pocketsphinx's noise
 # removal and cepstral mean: a faint, seeded noise floor 48 dB below the peak fixes that and is
@@ -65,15 +65,15 @@ class SpeechToText:
             )
 
     def transcribe(self, pcm: bytes) -> str:
-        raw = np.frombuffer(pcm, dtype="<i2")
+        raw = samples(pcm)
         if len(raw) < RATE // 10 or int(np.abs(raw.astype(np.int32)).max()) < _MIN_PEAK:
             return ""  # the grammar would force faint noise into some phrase
-        samples = prepare(raw)
+        padded = prepare(raw)
         with self._lock:
             self._load_locked()
             d = self._decoder
             d.start_utt()
-            d.process_raw(samples.tobytes(), full_utt=True)
+            d.process_raw(padded.tobytes(), full_utt=True)
             d.end_utt()
             hyp = d.hyp()
         return " ".join(hyp.hypstr.split()) if hyp is not None else ""
@@ -92,7 +92,7 @@ def prepare(samples: np.ndarray) -> np.ndarray:
     peak = float(np.abs(samples).max()) if len(samples) else 0.0
     sigma = max(peak, 1000.0) * 10 ** (-_FLOOR_DB / 20)
     x += np.random.default_rng(len(samples)).normal(0.0, sigma, len(x))
-    return np.clip(np.round(x), -32768, 32767).astype("<i2")
+    return quantize(x)
 
 
 def trim_dictionary(path: Path, words: Iterable[str]) -> str:

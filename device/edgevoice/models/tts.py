@@ -7,8 +7,7 @@ import shutil
 import struct
 import subprocess
 
-import numpy as np
-import soxr
+from ..pcm import RATE, resample
 
 ESPEAK = "espeak-ng"
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
@@ -24,7 +23,7 @@ def check_installed() -> None:
 
 
 class TextToSpeech:
-    def __init__(self, voice: str = "en-us", words_per_minute: int = 165, rate: int = 16000) -> None:
+    def __init__(self, voice: str = "en-us", words_per_minute: int = 165, rate: int = RATE) -> None:
         self.voice = voice
         self.words_per_minute = words_per_minute
         self.rate = rate
@@ -50,8 +49,8 @@ class TextToSpeech:
         rate, pcm = parse_wav(proc.stdout)
         if rate == self.rate or not pcm:
             return pcm
-        samples = np.frombuffer(pcm, dtype="<i2")
-        return np.asarray(soxr.resample(samples, rate, self.rate), dtype="<i2").tobytes()
+        # In float, as every resampler here: soxr.resample on int16 dithered espeak-ng's silence.
+        return resample(pcm, rate, self.rate)
 
 
 def parse_wav(data: bytes) -> tuple[int, bytes]:

@@ -1,0 +1,383 @@
+"""The model connection (daemon/connection.py) driven step by step: a fake clock, a fake sleep that waits for
+the test, and agents that fail as told. No real sleeps; one test runs a real BidiAgent to pin down when
+Strands calls the inputs' start (the moment the connection counts as up)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import pytest
+
+from edgevoice.config import ConfigError
+from edgevoice.daemon.connection import MAX_S, STABLE_S, AgentBug, Connection, Phase, is_bug, reason
+from edgevoice.daemon.state import Event, State, StateMachine
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class StepSleep:
+    """`await sleep(s)` waits until the test calls `step()`, then moves the fake clock on by `s`."""
+
+    def __init__(self, clock: FakeClock, *, auto: bool = False) -> None:
+        self.clock = clock
+        self.auto = auto  # True: return at once (the clock still moves)
+        self.calls: list[float] = []
+        self._gate: asyncio.Future[None] | None = None
+
+    async def __call__(self, seconds: float) -> None:
+        self.calls.append(seconds)
+        if not self.auto:
+            self._gate = asyncio.get_running_loop().create_future()
+            await self._gate
+        self.clock.now += seconds
+
+    @property
+    def waiting(self) -> bool:
+        return self._gate is not None and not self._gate.done()
+
+    def step(self) -> None:
+        assert self._gate is not None and not self._gate.done()
+        self._gate.set_result(None)
+
+
+class ScriptedAgent:
+    """Each `run` takes the next step of the script: `(up_s, error)`. `up_s` None: fail with `error` before
+    starting (a refused connect). Otherwise start (call every input's and output's `start`, as
+    `BidiAgent.run` does once its model connected), stay up `up_s` on the fake clock, then raise `error`,
+    or, with no error, run until `end` is set and return."""
+
+    def __init__(self, script: list[tuple[float | None, BaseException | None]], clock: FakeClock, trace: list[str]):
+        self.script = list(script)
+        self.clock = clock
+        self.trace = trace
+        self.runs = 0
+        self.end = asyncio.Event()
+
+    async def run(self, inputs: list[Any], outputs: list[Any]) -> None:
+        self.runs += 1
+        up_s, error = self.script.pop(0) if self.script else (0.0, None)
+        if up_s is None:
+            assert error is not None
+            self.trace.append("connect refused")
+            raise error
+        self.trace.append("agent started")
+        for stream in [*inputs, *outputs]:
+            await stream.start(self)
+        self.clock.now += up_s
+        if error is not None:
+            raise error
+        await self.end.wait()
+
+
+class Rig:
+    def __init__(
+        self,
+        script: list[tuple[float | None, BaseException | None]],
+        *,
+        build_errors: list[BaseException] | None = None,
+        auto: bool = False,
+        rand: Callable[[], float] = lambda: 0.5,
+    ) -> None:
+        self.clock = FakeClock()
+        self.sleep = StepSleep(self.clock, auto=auto)
+        self.trace: list[str] = []
+        self.state = StateMachine()
+        self.phases: list[Phase] = []
+        self.agent = ScriptedAgent(script, self.clock, self.trace)
+        self.build_errors = list(build_errors or [])
+        self.builds = 0
+        self.conn = Connection(
+            self.build,
+            inputs=[],
+            outputs=[],
+            fire=self.fire,
+            on_phase=lambda _old, new: self.phases.append(new),
+            clock=self.clock,
+            sleep=self.sleep,
+            rand=rand,
+        )
+
+    async def build(self) -> ScriptedAgent:
+        self.builds += 1
+        if self.build_errors:
+            raise self.build_errors.pop(0)
+        return self.agent
+
+    def fire(self, event: Event) -> State:
+        self.trace.append(event.value)
+        return self.state.fire(event)
+
+
+async def until(cond: Callable[[], bool], what: str) -> None:
+    for _ in range(200):  # event-loop turns, not time
+        if cond():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError(f"never: {what}")
+
+
+def drive(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    asyncio.run(asyncio.wait_for(main(), 10))
+
+
+C, B = Phase.CONNECTING, Phase.BACKING_OFF
+
+
+def test_fails_then_connects_step_by_step(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="edgevoice.daemon.connection")
+
+    class ProviderError(Exception):  # what a provider raises: not ours, not a bug
+        pass
+
+    errors: list[BaseException] = [
+        ConnectionError("refused"),
+        OSError(101, "Network is unreachable"),
+        TimeoutError("handshake"),
+        ProviderError("1011 internal error"),
+    ]
+    rig = Rig([(None, e) for e in errors])
+
+    async def main() -> None:
+        task = asyncio.create_task(rig.conn.run())
+        for n, base in enumerate([1.0, 2.0, 4.0, 8.0], 1):
+            await until(lambda: rig.sleep.waiting, "backing off")
+            assert rig.conn.phase is Phase.BACKING_OFF and rig.state.state is State.OFFLINE
+            assert rig.sleep.calls[-1] == base * 0.75  # rand 0.5, jitter 0.5: a quarter off
+            assert rig.agent.runs == n
+            rig.sleep.step()
+        await until(lambda: rig.conn.phase is Phase.CONNECTED, "connected")
+        assert rig.state.state is State.IDLE
+        rig.agent.end.set()  # the agent ends the conversation itself: nothing to restart
+        await task
+
+    drive(main)
+    assert rig.phases == [C, B, C, B, C, B, C, B, C, Phase.CONNECTED, Phase.STOPPED]
+    # Lost once for the whole outage; back only after the agent started again.
+    assert rig.trace == ["connect refused", "model_lost", *["connect refused"] * 3, "agent started", "model_back"]
+    assert rig.builds == 1 and rig.conn.reconnects == 1
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert lines == [
+        "model stopped: ConnectionError: refused; retrying in 0.8 s",
+        "model stopped: OSError: [Errno 101] Network is unreachable; retrying in 1.5 s",
+        "model stopped: TimeoutError: handshake; retrying in 3.0 s",
+        "model stopped: ProviderError: 1011 internal error; retrying in 6.0 s",
+    ]
+    infos = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    # 0.75 + 1.5 + 3 + 6 s on the fake clock
+    assert infos == ["model back after 11.2 s (4 failed attempt(s))", "model connection ended"]
+
+
+def test_delays_double_to_the_cap_within_jitter_bounds() -> None:
+    rng = random.Random(11)
+    n = 12
+    rig = Rig([(None, ConnectionError("down"))] * n, auto=True, rand=rng.random)
+
+    async def main() -> None:
+        task = asyncio.create_task(rig.conn.run())
+        await until(lambda: rig.conn.phase is Phase.CONNECTED, "connected")
+        rig.agent.end.set()
+        await task
+
+    drive(main)
+    assert len(rig.sleep.calls) == n
+    base = 1.0
+    for d in rig.sleep.calls:
+        assert base / 2 <= d <= base, rig.sleep.calls
+        base = min(base * 2, MAX_S)
+    assert max(rig.sleep.calls) <= MAX_S
+    assert len(set(rig.sleep.calls)) == n  # jittered: no two waits alike
+
+
+def test_a_factory_that_fails_n_times_then_works() -> None:
+    rig = Rig([], build_errors=[OSError("no route"), ConnectionResetError("reset")], auto=True)
+
+    async def main() -> None:
+        task = asyncio.create_task(rig.conn.run())
+        await until(lambda: rig.conn.phase is Phase.CONNECTED, "connected")
+        rig.agent.end.set()
+        await task
+
+    drive(main)
+    assert rig.builds == 3 and rig.agent.runs == 1
+    assert rig.trace == ["model_lost", "agent started", "model_back"]
+    assert rig.sleep.calls == [0.75, 1.5]
+
+
+def test_a_type_error_stops_it_with_its_traceback(caplog: pytest.LogCaptureFixture) -> None:
+    rig = Rig([(None, ConnectionError("down")), (5.0, TypeError("send() takes 2 positional arguments"))], auto=True)
+
+    async def main() -> None:
+        with pytest.raises(AgentBug, match="TypeError: send"):
+            await rig.conn.run()
+
+    drive(main)
+    assert rig.sleep.calls == [0.75]  # the drop was retried; the bug was not
+    assert rig.agent.runs == 2
+    assert rig.phases[-1] is Phase.STOPPED
+    assert rig.trace == ["connect refused", "model_lost", "agent started", "model_back", "model_lost"]
+    assert rig.state.state is State.OFFLINE
+    bug = [r for r in caplog.records if r.levelno == logging.ERROR and "bug" in r.getMessage()]
+    assert len(bug) == 1 and bug[0].exc_info is not None and bug[0].exc_info[0] is TypeError
+
+
+def test_a_user_error_is_not_retried() -> None:
+    """A missing API key is a config mistake: `edgevoice run` exits 2 with its one line, as before."""
+    rig = Rig([], build_errors=[ConfigError("config: model.provider 'openai_realtime' needs OPENAI_API_KEY")])
+
+    async def main() -> None:
+        with pytest.raises(ConfigError, match="OPENAI_API_KEY"):
+            await rig.conn.run()
+
+    drive(main)
+    assert rig.sleep.calls == [] and rig.trace == [] and rig.conn.phase is Phase.STOPPED
+
+
+def test_a_connection_that_stayed_up_starts_the_delays_again(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="edgevoice.daemon.connection")
+    rig = Rig(
+        [
+            (None, ConnectionError("a")),
+            (None, ConnectionError("b")),
+            (5.0, ConnectionError("short-lived")),  # up 5 s: the same outage, the waits keep growing
+            (STABLE_S + 1, ConnectionError("after a good while")),  # a new outage: from the first wait again
+        ],
+        auto=True,
+        rand=lambda: 0.0,
+    )
+
+    async def main() -> None:
+        task = asyncio.create_task(rig.conn.run())
+        await until(lambda: rig.agent.runs == 5 and rig.conn.phase is Phase.CONNECTED, "connected")
+        rig.agent.end.set()
+        await task
+
+    drive(main)
+    assert rig.sleep.calls == [1.0, 2.0, 4.0, 1.0]
+    backs = [r.getMessage() for r in caplog.records if r.getMessage().startswith("model back")]
+    # Each outage counts its own failures (the short-lived connection's drop is its own outage).
+    assert [b.split(" (", 1)[1] for b in backs] == [f"{n} failed attempt(s))" for n in (2, 1, 1)]
+    assert rig.trace.count("model_lost") == 3 and rig.trace.count("model_back") == 3
+    assert rig.trace[-2:] == ["agent started", "model_back"]
+
+
+def test_cancelled_while_backing_off() -> None:
+    rig = Rig([(None, ConnectionError("down"))])
+
+    async def main() -> None:
+        task = asyncio.create_task(rig.conn.run())
+        await until(lambda: rig.sleep.waiting, "backing off")
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    drive(main)
+    assert rig.phases == [C, B, Phase.STOPPED]
+
+
+def test_a_reason_is_one_bounded_line(caplog: pytest.LogCaptureFixture) -> None:
+    body = "{\n  'error': 'upstream',\n" + "x" * 2000 + "\n}"
+    rig = Rig([(None, RuntimeError(body))], auto=True)
+
+    async def main() -> None:
+        task = asyncio.create_task(rig.conn.run())
+        await until(lambda: rig.conn.phase is Phase.CONNECTED, "connected")
+        rig.agent.end.set()
+        await task
+
+    drive(main)
+    (line,) = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert "\n" not in line and len(line) < 360 and line.startswith("model stopped: RuntimeError: { 'error'")
+
+
+def test_bugs_are_found_behind_a_failed_stop_and_in_groups() -> None:
+    def failed_stop_after(e: BaseException) -> RuntimeError:
+        try:
+            try:
+                raise e
+            finally:
+                raise RuntimeError("exceptions=[...] | failed stop sequence")
+        except RuntimeError as r:
+            return r
+
+    assert is_bug(failed_stop_after(AttributeError("'NoneType' object has no attribute 'send'")))
+    assert not is_bug(failed_stop_after(ConnectionResetError("reset")))
+    assert is_bug(ExceptionGroup("tasks", [OSError("x"), AssertionError()]))
+    assert not is_bug(ExceptionGroup("tasks", [OSError("x"), TimeoutError()]))
+    assert not is_bug(RuntimeError("plain"))
+    for e in (TypeError(), NameError(), UnboundLocalError(), NotImplementedError(), ModuleNotFoundError()):
+        assert is_bug(e), e
+    assert reason(ValueError("a\n  b")) == "ValueError: a b"
+
+
+def test_model_back_fires_only_after_a_real_bidi_agent_started() -> None:
+    """Against Strands itself: `BidiAgent.run` calls the inputs' start after `model.start()` returned, so
+    MODEL_BACK cannot come before the model is connected again."""
+    from strands.bidi import BidiAgent
+
+    from edgevoice.models.local import LocalModel
+
+    trace: list[str] = []
+
+    class FlakyModel(LocalModel):
+        fails = 2
+
+        async def start(self, *args: Any, **kwargs: Any) -> None:
+            if self.fails:
+                self.fails -= 1
+                trace.append("model start failed")
+                raise ConnectionError("refused")
+            await super().start(*args, **kwargs)
+            trace.append("model started")
+
+    clock = FakeClock()
+    sleep = StepSleep(clock, auto=True)
+    state = StateMachine()
+    agent = BidiAgent(model=FlakyModel(pace_lead_s=None))
+
+    async def build() -> BidiAgent:
+        return agent
+
+    def fire(e: Event) -> State:
+        trace.append(e.value)
+        return state.fire(e)
+
+    conn = Connection(build, inputs=[], outputs=[], fire=fire, clock=clock, sleep=sleep)
+
+    async def main() -> None:
+        task = asyncio.create_task(conn.run())
+        await until(lambda: conn.phase is Phase.CONNECTED, "connected")
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+    assert trace == ["model start failed", "model_lost", "model start failed", "model started", "model_back"]
+    assert state.state is State.IDLE and len(sleep.calls) == 2
+
+
+def test_run_exits_1_on_an_agent_bug(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`edgevoice run`: a bug in the model stops the daemon with exit 1, so systemd restarts it."""
+    from edgevoice import config
+    from edgevoice.commands import run
+    from edgevoice.daemon import voice
+
+    class BuggyLoop:
+        def __init__(self, *_a: object, **_kw: object) -> None:
+            self.session_manager = None
+
+        async def run(self) -> None:
+            raise AgentBug("TypeError: boom")
+
+    monkeypatch.setattr(voice, "VoiceLoop", BuggyLoop)
+    monkeypatch.setattr(voice, "make_capture", lambda *_a, **_kw: None)
+    assert asyncio.run(run._main(config.Settings(), None, None)) == 1
