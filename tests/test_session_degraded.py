@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -24,30 +23,15 @@ from edgevoice.session.layout import session_dir
 from tests.alsa import AsoundRc
 from tests.talk import agent_for, converse, exchange
 from tests.test_session_enospc import fill
+from tests.tmpflash import read_only, small_tmpfs
 
 SID = "kitchen"
 EDGEVOICE = str(Path(sys.executable).parent / "edgevoice")
 
 
-def sh(cmd: list[str]) -> str:
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    return "" if r.returncode == 0 else (r.stderr.strip() or f"exit {r.returncode}")
-
-
 @pytest.fixture
 def flash(tmp_path: Path) -> Iterator[Path]:
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    mnt = tmp_path / "flash"
-    mnt.mkdir()
-    if err := sh(["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs", str(mnt)]):
-        pytest.skip(f"cannot mount a tmpfs here: {err}")
-    yield mnt
-    sh(["umount", "-l", str(mnt)])
-
-
-def read_only(mnt: Path, ro: bool) -> None:
-    assert not (err := sh(["mount", "-o", f"remount,{'ro' if ro else 'rw'}", str(mnt)])), err
+    yield from small_tmpfs(tmp_path)
 
 
 def texts(messages: list[Any]) -> list[str]:

@@ -9,7 +9,6 @@ import copy
 import errno
 import logging
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,28 +20,16 @@ from edgevoice.models.local import LocalModel
 from edgevoice.session import DurableFileSessionManager
 from edgevoice.session.layout import is_temp, session_dir
 from tests.talk import exchange
+from tests.tmpflash import read_only, small_tmpfs
 
 SID = "kitchen"
 AID = "edgevoice"
 
 
-def run(cmd: list[str]) -> str:
-    """"" when the command worked, else its error."""
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    return "" if r.returncode == 0 else (r.stderr.strip() or f"exit {r.returncode}")
-
-
 @pytest.fixture
 def flash(tmp_path: Path) -> Iterator[Path]:
     """A 256 KiB tmpfs."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    mnt = tmp_path / "flash"
-    mnt.mkdir()
-    if err := run(["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs", str(mnt)]):
-        pytest.skip(f"cannot mount a tmpfs here: {err}")
-    yield mnt
-    run(["umount", "-l", str(mnt)])
+    yield from small_tmpfs(tmp_path)
 
 
 def agent_for(storage: Path) -> tuple[BidiAgent, DurableFileSessionManager]:
@@ -125,7 +112,7 @@ def test_read_only_flash_then_retry_pending(flash: Path, caplog: pytest.LogCaptu
         try:
             await exchange(agent, "my name is bob")
             before = stored_files(flash)
-            assert not (err := run(["mount", "-o", "remount,ro", str(flash)])), err
+            read_only(flash, True)
             try:
                 caplog.clear()
                 with caplog.at_level(logging.WARNING):
@@ -136,7 +123,7 @@ def test_read_only_flash_then_retry_pending(flash: Path, caplog: pytest.LogCaptu
                 assert sm.pending_writes > 0
                 assert sm.retry_pending() is False  # still read-only
             finally:
-                assert not (err := run(["mount", "-o", "remount,rw", str(flash)])), err
+                read_only(flash, False)
             assert stored_files(flash) == before
             assert sm.retry_pending() is True
             assert sm.pending_writes == 0
@@ -159,11 +146,11 @@ def test_a_new_session_starts_on_read_only_flash(flash: Path) -> None:
             await agent.stop()
         return sm
 
-    assert not (err := run(["mount", "-o", "remount,ro", str(flash)])), err
+    read_only(flash, True)
     try:
         sm = asyncio.run(main())
         assert sm.pending_writes > 0
     finally:
-        assert not (err := run(["mount", "-o", "remount,rw", str(flash)])), err
+        read_only(flash, False)
     assert sm.retry_pending() is True
     assert texts(restored(flash).messages) == [("user", "my name is carol"), ("assistant", "Nice to meet you, Carol.")]
