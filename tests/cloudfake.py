@@ -7,7 +7,9 @@
   SSL_CERT_FILE makes it trust the listener's self-signed certificate (it forces TLS).
 
 The listener records what each connection sent, then hangs up: the client fails, the voice loop logs
-"model stopped" and backs off. That is enough to show what the daemon logs about a connection.
+"model stopped" and backs off. That is enough to show what the daemon logs about a connection. Fakes that
+speak each provider's protocol (and can close, drop or hang on command) are in tests/fakes/; they are
+reached through `model.endpoint` and use `self_signed` below for their certificates.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Each cloud provider is built from settings with credentials from the environment and reaches its
 connect step: a listener on 127.0.0.1 sees the connection (OpenAI, Gemini), or the Bedrock client is
-created for the right endpoint with the environment's credentials (Nova Sonic's endpoint is fixed)."""
+created for the right endpoint with the environment's credentials. `model.endpoint`: every provider's URL
+check, and each real client dialling it (the conversations themselves are in test_provider_fakes.py)."""
 
 from __future__ import annotations
 
@@ -168,3 +169,115 @@ def test_nova_sonic_credentials_from_the_chain_are_known_to_the_log_filter(
     assert {"AKIAEDGEVOICEFILE01", "evFileSecret/Zq8Lm3Pw7Rt", "evFileToken/Hd0Js5Fk2Lq9"} <= set(logs.registered())
     text = logs.redact("signing with evFileSecret/Zq8Lm3Pw7Rt and evFileToken/Hd0Js5Fk2Lq9")
     assert "evFile" not in text
+
+
+# --- model.endpoint ----------------------------------------------------------------------------------
+
+GOOD_ENDPOINTS = [
+    ("openai_realtime", "ws://127.0.0.1:8080/v1/realtime"),
+    ("openai_realtime", "wss://proxy.example/v1/realtime"),
+    ("gemini_live", "https://127.0.0.1:8443"),
+    ("gemini_live", "https://gemini-proxy.example"),
+    ("nova_sonic", "https://bedrock-runtime.vpce.example:443"),
+    ("local", "anything: the local model has no URL"),
+]
+BAD_ENDPOINTS = [
+    ("openai_realtime", "https://api.openai.com/v1/realtime", "wrong scheme"),
+    ("openai_realtime", "ws://127.0.0.1:1/v1/realtime?model=x", "query or fragment"),
+    ("gemini_live", "wss://127.0.0.1:8443", "wrong scheme"),
+    ("gemini_live", "http://127.0.0.1:8443", "wrong scheme"),
+    ("gemini_live", "https://127.0.0.1:99999", "not a URL"),
+    ("nova_sonic", "http://127.0.0.1:8443", "wrong scheme"),
+    ("nova_sonic", "https://", "no host"),
+    ("nova_sonic", "https://host\n.example", "whitespace or control"),
+    ("nova_sonic", "bedrock-runtime.example", "wrong scheme"),
+]
+
+
+@pytest.mark.parametrize(("provider", "endpoint"), GOOD_ENDPOINTS)
+def test_endpoint_accepted(provider: str, endpoint: str) -> None:
+    s = config.parse(f"[model]\nprovider = '{provider}'\nendpoint = {endpoint!r}\n".replace("'", '"'))
+    assert s.model.endpoint == endpoint
+
+
+@pytest.mark.parametrize(("provider", "endpoint", "why"), BAD_ENDPOINTS)
+def test_bad_endpoint_is_one_line_naming_the_key(provider: str, endpoint: str, why: str) -> None:
+    # repr() gives a TOML basic string once its quotes are swapped ("\n" stays an escape: a real newline).
+    toml = f"[model]\nprovider = '{provider}'\nendpoint = {endpoint!r}\n".replace("'", '"')
+    with pytest.raises(ConfigError) as e:
+        config.parse(toml)
+    msg = str(e.value)
+    assert msg.startswith("config: model.endpoint ") and why in msg and "\n" not in msg
+    assert f"model.provider '{provider}'" in msg
+
+
+def test_endpoint_is_checked_in_code_too() -> None:
+    """Settings built in code (config.replace, the demo, the bench) are held to the same rule."""
+    with pytest.raises(ConfigError, match=r"model\.endpoint"):
+        settings("openai_realtime", endpoint="http://127.0.0.1:1")
+
+
+def test_openai_endpoint_is_dialled_without_touching_the_module_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    """model.endpoint wins over Strands' OPENAI_REALTIME_URL for this model only, and the constant is put back."""
+    import strands.bidi.models.openai.realtime as rt
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-edgevoice-env")
+    before = rt.OPENAI_REALTIME_URL
+
+    async def main() -> None:
+        async with Listener() as srv:
+            endpoint = f"ws://127.0.0.1:{srv.port}/custom/realtime"
+            await start_fails(make_model(settings("openai_realtime", endpoint=endpoint)))
+            assert srv.seen and srv.seen[0].startswith(b"GET /custom/realtime?model=gpt-realtime ")
+        assert before == rt.OPENAI_REALTIME_URL
+
+    asyncio.run(main())
+
+
+def test_gemini_endpoint_is_the_clients_base_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GOOGLE_API_KEY", "g-edgevoice-env")
+    monkeypatch.delenv("GOOGLE_GEMINI_BASE_URL", raising=False)
+
+    async def main() -> None:
+        async with Listener() as srv:
+            await start_fails(make_model(settings("gemini_live", endpoint=f"https://127.0.0.1:{srv.port}")))
+            assert srv.seen and srv.seen[0][:1] == b"\x16", "expected a TLS handshake on the endpoint"
+
+    asyncio.run(main())
+
+
+def test_nova_endpoint_is_dialled_by_the_real_aws_client(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real AWS SDK client (CRT, HTTP/2 over TLS) opens its connection to model.endpoint."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAEDGEVOICETEST")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+    async def main() -> None:
+        async with Listener() as srv:
+            model = make_model(settings("nova_sonic", endpoint=f"https://127.0.0.1:{srv.port}"))
+            # The SDK opens the HTTP/2 stream in the background: start() may return before the handshake fails.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(model.start(system_prompt="test"), 20)
+            await asyncio.wait_for(srv.got.wait(), 20)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(model.stop(), 5)
+            assert srv.seen and srv.seen[0][:1] == b"\x16", "expected a TLS handshake on the endpoint"
+
+    asyncio.run(main())
+
+
+def test_config_check_names_a_bad_endpoint(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[model]\nprovider = "gemini_live"\nendpoint = "wss://127.0.0.1:1"\n')
+    r = subprocess.run(
+        [str(Path(sys.executable).parent / "edgevoice"), "config", "check", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1, r.stderr
+    assert "model.endpoint 'wss://127.0.0.1:1' has the wrong scheme" in lines[0] and "https://" in lines[0]

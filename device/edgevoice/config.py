@@ -114,6 +114,18 @@ class ModelSettings:
     system_prompt: str = "You are a helpful voice assistant on a small speaker. Answer briefly."
     """Instructions given to the model at every connection."""
 
+    endpoint: str = ""
+    """Overrides the provider's URL (a proxy, a private endpoint, a test fake): for `openai_realtime` a
+    `ws://` or `wss://` URL of the realtime endpoint (`?model=` is added), for `gemini_live` a base URL
+    `https://host[:port]`, for `nova_sonic` an `https://` endpoint URI (HTTP/2). Empty: the provider's own;
+    `local` ignores it. A private CA is trusted through `SSL_CERT_FILE` (OpenAI, Gemini)."""
+
+    def __post_init__(self) -> None:
+        # Checked here, beside the field, so `config check` and every Settings built in code agree.
+        from .models.urls import check_endpoint  # raises ConfigError naming model.endpoint
+
+        check_endpoint(self.provider, self.endpoint)
+
 
 @dataclass(frozen=True)
 class LocalModelSettings:

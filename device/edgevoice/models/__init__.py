@@ -35,24 +35,28 @@ def make_model(settings: Settings) -> BidiModel:
     try:
         if provider == "nova_sonic":
             import boto3  # type: ignore[import-untyped]  # a dependency of strands[bidi]
-            from strands.bidi.models.bedrock import BedrockNovaSonicModel
+
+            from .nova_sonic import EndpointNovaSonicModel
 
             # Our own session, so the credentials the model will sign with (env, ~/.aws, SSO, role) are
             # known to the log filter; botocore caches them, the model resolves nothing twice.
             session = boto3.Session(region_name=m.region)
             _register_aws_credentials(session)
-            return BedrockNovaSonicModel(model_id=model_id, boto_session=session, voice=m.voice or "matthew")
+            return EndpointNovaSonicModel(
+                model_id=model_id, boto_session=session, voice=m.voice or "matthew", endpoint=m.endpoint
+            )
         if provider == "openai_realtime":
-            from strands.bidi.models.openai.realtime import OpenAIRealtimeModel
+            from .openai_realtime import EndpointOpenAIRealtimeModel
 
             key = read_api_key(m, "OPENAI_API_KEY")
             if not key:
                 raise ConfigError("config: model.provider 'openai_realtime' needs OPENAI_API_KEY or model.api_key_file")
-            return OpenAIRealtimeModel(
+            return EndpointOpenAIRealtimeModel(
                 model_id=model_id,
                 transcription_model_id=OPENAI_TRANSCRIPTION_MODEL,
                 api_key=key,
                 voice=m.voice or "alloy",
+                endpoint=m.endpoint,
             )
         if provider == "gemini_live":
             from strands.bidi.models.google import GoogleGeminiLiveModel
@@ -60,7 +64,12 @@ def make_model(settings: Settings) -> BidiModel:
             key = read_api_key(m, "GOOGLE_API_KEY")
             if not key:
                 raise ConfigError("config: model.provider 'gemini_live' needs GOOGLE_API_KEY or model.api_key_file")
-            return GoogleGeminiLiveModel(model_id=model_id, client_args={"api_key": key}, voice=m.voice or None)
+            client_args: dict[str, Any] = {"api_key": key}
+            if m.endpoint:
+                # google-genai dials wss://<host>/ws/... from this base URL; it trusts SSL_CERT_FILE when set,
+                # read when the client is built here.
+                client_args["http_options"] = {"base_url": m.endpoint}
+            return GoogleGeminiLiveModel(model_id=model_id, client_args=client_args, voice=m.voice or None)
     except ImportError as e:
         extra = {"openai_realtime": "openai", "gemini_live": "google"}.get(provider, "")
         hint = f" (install edgevoice[{extra}])" if extra else ""
