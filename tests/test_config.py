@@ -52,7 +52,16 @@ BAD = [
     ("[gate]\nstart_frames = 9\nwindow_frames = 4\n", "gate.start_frames", "window_frames"),
     ("[gate\n", "not valid TOML", ""),
     ("[model]\napi_key_file = '/nonexistent/key'\n", "model.api_key_file", "cannot be read"),
+    ("[model]\nresponse_timeout_s = 0.5\n", "model.response_timeout_s", "at least 1"),
+    ("[model]\nresponse_timeout_s = nan\n", "model.response_timeout_s", "at least 1"),
+    ("[model]\nresponse_timeout_s = '15'\n", "model.response_timeout_s", "number"),
 ]
+
+
+def test_response_timeout_from_one_second_up() -> None:
+    assert config.parse("").model.response_timeout_s == 15.0
+    assert config.parse("[model]\nresponse_timeout_s = 1\n").model.response_timeout_s == 1.0
+    assert config.parse("[model]\nresponse_timeout_s = 3600.5\n").model.response_timeout_s == 3600.5
 
 
 @pytest.mark.parametrize(("text", "key", "why"), BAD)

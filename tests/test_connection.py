@@ -15,6 +15,7 @@ import pytest
 from edgevoice.config import ConfigError
 from edgevoice.daemon.connection import MAX_S, STABLE_S, AgentBug, Connection, Phase, is_bug, reason
 from edgevoice.daemon.state import Event, State, StateMachine
+from edgevoice.daemon.supervise import STOP_DEADLINE_S
 
 
 class FakeClock:
@@ -36,10 +37,14 @@ class StepSleep:
 
     async def __call__(self, seconds: float) -> None:
         self.calls.append(seconds)
+        end = self.clock.now + seconds  # a test may move the clock meanwhile (a model event at a given time)
         if not self.auto:
             self._gate = asyncio.get_running_loop().create_future()
             await self._gate
-        self.clock.now += seconds
+        else:
+            for _ in range(50):  # let the loop run a while, as a real wait would (a real stop takes a few turns)
+                await asyncio.sleep(0)
+        self.clock.now = max(self.clock.now, end)
 
     @property
     def waiting(self) -> bool:
@@ -119,7 +124,7 @@ class Rig:
 
 
 async def until(cond: Callable[[], bool], what: str) -> None:
-    for _ in range(200):  # event-loop turns, not time
+    for _ in range(5000):  # event-loop turns, not time
         if cond():
             return
         await asyncio.sleep(0)
@@ -362,7 +367,9 @@ def test_model_back_fires_only_after_a_real_bidi_agent_started() -> None:
 
     asyncio.run(asyncio.wait_for(main(), 30))
     assert trace == ["model start failed", "model_lost", "model start failed", "model started", "model_back"]
-    assert state.state is State.IDLE and len(sleep.calls) == 2
+    # The backoff waited twice; each failed start's stop (BidiAgent.run's finally) ran under the stop deadline.
+    assert state.state is State.IDLE and len([c for c in sleep.calls if c != STOP_DEADLINE_S]) == 2
+    assert not conn.abandoned
 
 
 def test_run_exits_1_on_an_agent_bug(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -381,3 +388,247 @@ def test_run_exits_1_on_an_agent_bug(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(voice, "VoiceLoop", BuggyLoop)
     monkeypatch.setattr(voice, "make_capture", lambda *_a, **_kw: None)
     assert asyncio.run(run._main(config.Settings(), None, None)) == 1
+
+
+# --- supervision: hung connections and stops that do not return ------------------------------------------
+
+
+class LiveAgent:
+    """Runs like `BidiAgent.run`: starts the inputs and outputs, stays up until cancelled or `drop` is set
+    (then raises ConnectionError), and in its `finally` stops the inputs (where the connection learns that
+    it is stopping) and then itself; `stop_hangs` makes that stop never return (Nova Sonic after a reset)."""
+
+    def __init__(self, *, stop_hangs: bool = False) -> None:
+        self.stop_hangs = stop_hangs
+        self.drop = asyncio.Event()
+        self.started = False
+        self.stop_began = False
+        self.stop_cancelled = False
+        self.runs = 0
+
+    async def run(self, inputs: list[Any], outputs: list[Any]) -> None:
+        self.runs += 1
+        try:
+            for stream in [*inputs, *outputs]:
+                await stream.start(self)
+            self.started = True
+            await self.drop.wait()
+            raise ConnectionError("peer reset")
+        finally:
+            for stream in inputs:
+                await stream.stop()
+            self.stop_began = True
+            if self.stop_hangs:
+                try:
+                    await asyncio.get_running_loop().create_future()
+                except asyncio.CancelledError:
+                    self.stop_cancelled = True
+                    raise
+
+
+class Supervised:
+    """A connection over `LiveAgent`s (a fresh one per build), a fake clock and a stepping sleep."""
+
+    def __init__(self, agents: list[LiveAgent], timeout_s: float = 15.0) -> None:
+        self.clock = FakeClock()
+        self.sleep = StepSleep(self.clock)
+        self.state = StateMachine()
+        self.agents = list(agents)
+        self.built: list[LiveAgent] = []
+        self.conn = Connection(
+            self.build,
+            inputs=[],
+            outputs=[],
+            fire=self.state.fire,
+            clock=self.clock,
+            sleep=self.sleep,
+            rand=lambda: 0.0,
+            response_timeout_s=timeout_s,
+        )
+
+    async def build(self) -> LiveAgent:
+        agent = self.agents.pop(0) if self.agents else LiveAgent()
+        self.built.append(agent)
+        return agent
+
+    async def connected(self, runs: int) -> None:
+        """Until the connection is up for the `runs`-th time (over all the agents built)."""
+        await until(lambda: sum(a.runs for a in self.built) == runs and self.conn.phase is Phase.CONNECTED, "up")
+
+
+def errors(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+async def settle() -> None:
+    for _ in range(100):
+        await asyncio.sleep(0)
+
+
+def test_a_due_response_with_no_model_event_reconnects_after_exactly_the_timeout(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    rig = Supervised([LiveAgent()], timeout_s=15.0)
+    torn_down_at: list[float] = []
+
+    async def main() -> None:
+        task = asyncio.create_task(rig.conn.run())
+        await rig.connected(1)
+        await settle()
+        assert rig.sleep.calls == []  # idle: the watch does not even wait
+        t0 = rig.clock.now
+        rig.conn.response_due()  # the mic handed the agent a turn's end
+        await until(lambda: rig.sleep.waiting, "watching")
+        assert rig.sleep.calls == [15.0]
+        rig.sleep.step()
+        await until(lambda: rig.built[0].stop_began, "torn down")
+        torn_down_at.append(rig.clock.now - t0)
+        await until(lambda: rig.conn.phase is Phase.BACKING_OFF and rig.sleep.waiting, "backing off")
+        assert rig.state.state is State.OFFLINE
+        rig.sleep.step()
+        await rig.connected(2)
+        assert rig.state.state is State.IDLE
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    drive(main)
+    assert torn_down_at == [15.0] and len(rig.built) == 1  # its stop returned: the same agent starts again
+    # The watch; the stop deadline armed at the teardown (met: the stop returned at once); the backoff; the
+    # stop deadline at the exit (met).
+    assert rig.sleep.calls == [15.0, STOP_DEADLINE_S, 1.0, STOP_DEADLINE_S]
+    assert errors(caplog) == [
+        "model stopped: hung: no model event for 15 s while a response was due; retrying in 1.0 s"
+    ]
+    assert rig.conn.reconnects == 1 and not rig.conn.abandoned
+
+
+def test_model_events_keep_a_due_response_alive_and_idle_never_times_out() -> None:
+    rig = Supervised([LiveAgent()], timeout_s=15.0)
+
+    async def main() -> None:
+        task = asyncio.create_task(rig.conn.run())
+        await rig.connected(1)
+        t0 = rig.clock.now
+        rig.conn.response_due()
+        await until(lambda: rig.sleep.waiting, "watching")
+        rig.clock.now = t0 + 10
+        rig.conn.model_event()  # audio, a transcript...: alive; the wait starts again from here
+        rig.sleep.step()  # wakes at t0 + 15: 10 s left
+        await until(lambda: len(rig.sleep.calls) == 2 and rig.sleep.waiting, "watching again")
+        assert rig.sleep.calls == [15.0, 10.0] and rig.clock.now == t0 + 15
+        rig.clock.now = t0 + 24
+        rig.conn.response_done()  # the answer ended: nothing due
+        rig.sleep.step()
+        await settle()
+        assert rig.conn.phase is Phase.CONNECTED and not rig.built[0].stop_began
+        # Idle for a day: the watch waits without sleeping, and nothing is torn down.
+        rig.clock.now += 86400
+        await settle()
+        assert rig.sleep.calls == [15.0, 10.0] and rig.conn.phase is Phase.CONNECTED
+        # A user turn that begins takes the floor: a due answer is no longer counted while the user talks.
+        rig.conn.response_due()
+        await until(lambda: len(rig.sleep.calls) == 3 and rig.sleep.waiting, "watching")
+        rig.conn.user_turn()
+        rig.sleep.step()
+        await settle()
+        assert rig.conn.phase is Phase.CONNECTED and len(rig.sleep.calls) == 3
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    drive(main)
+    assert len(rig.built) == 1 and rig.conn.reconnects == 0
+
+
+def test_a_stop_that_never_returns_is_abandoned_and_a_fresh_agent_built(caplog: pytest.LogCaptureFixture) -> None:
+    rig = Supervised([LiveAgent(stop_hangs=True)], timeout_s=5.0)
+
+    async def main() -> None:
+        task = asyncio.create_task(rig.conn.run())
+        await rig.connected(1)
+        rig.conn.response_due()
+        await until(lambda: rig.sleep.waiting, "watching")
+        rig.sleep.step()  # hung: cancelled, and its stop hangs
+        await until(lambda: rig.built[0].stop_began and rig.sleep.waiting, "stop deadline")
+        assert rig.sleep.calls == [5.0, STOP_DEADLINE_S]
+        rig.sleep.step()  # the deadline passes: abandoned
+        await until(lambda: rig.conn.phase is Phase.BACKING_OFF and rig.sleep.waiting, "backing off")
+        rig.sleep.step()
+        await rig.connected(2)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    drive(main)
+    assert errors(caplog) == [
+        f"model: the agent's stop did not return within {STOP_DEADLINE_S:g} s; abandoned",
+        "model stopped: hung: no model event for 5 s while a response was due; retrying in 1.0 s",
+    ]
+    assert len(rig.built) == 2 and rig.built[0].stop_cancelled  # a fresh agent; the old stop was cut short
+    assert rig.conn.reconnects == 1
+
+
+def test_an_agents_own_stop_that_hangs_after_a_drop_is_abandoned(caplog: pytest.LogCaptureFixture) -> None:
+    """A drop while idle (nothing due): the agent raises, and its own stop hangs in `BidiAgent.run`'s finally."""
+    rig = Supervised([LiveAgent(stop_hangs=True)])
+
+    async def main() -> None:
+        task = asyncio.create_task(rig.conn.run())
+        await rig.connected(1)
+        rig.built[0].drop.set()
+        await until(lambda: rig.built[0].stop_began and rig.sleep.waiting, "stop deadline")
+        assert rig.sleep.calls == [STOP_DEADLINE_S]
+        rig.sleep.step()
+        await until(lambda: rig.conn.phase is Phase.BACKING_OFF and rig.sleep.waiting, "backing off")
+        rig.sleep.step()
+        await rig.connected(2)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    drive(main)
+    assert errors(caplog) == [
+        f"model: the agent's stop did not return within {STOP_DEADLINE_S:g} s; abandoned",
+        f"model stopped: stop timeout: the agent's stop did not return within {STOP_DEADLINE_S:g} s; retrying in 1.0 s",
+    ]
+    assert len(rig.built) == 2
+
+
+def test_a_drop_whose_stop_returns_is_retried_on_the_same_agent(caplog: pytest.LogCaptureFixture) -> None:
+    rig = Supervised([LiveAgent()])
+
+    async def main() -> None:
+        task = asyncio.create_task(rig.conn.run())
+        await rig.connected(1)
+        agent = rig.built[0]
+        agent.drop.set()
+        await until(lambda: rig.conn.phase is Phase.BACKING_OFF and rig.sleep.waiting, "backing off")
+        agent.drop.clear()
+        rig.sleep.step()
+        await rig.connected(2)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    drive(main)
+    assert len(rig.built) == 1 and [c for c in rig.sleep.calls if c != STOP_DEADLINE_S] == [1.0]
+    assert errors(caplog) == ["model stopped: ConnectionError: peer reset; retrying in 1.0 s"]
+
+
+def test_the_daemon_stopping_does_not_wait_for_a_stop_that_hangs(caplog: pytest.LogCaptureFixture) -> None:
+    rig = Supervised([LiveAgent(stop_hangs=True)])
+
+    async def main() -> None:
+        task = asyncio.create_task(rig.conn.run())
+        await rig.connected(1)
+        task.cancel()  # SIGTERM
+        await until(lambda: rig.sleep.waiting, "stop deadline")
+        assert rig.sleep.calls == [STOP_DEADLINE_S]
+        rig.sleep.step()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    drive(main)
+    assert errors(caplog) == [f"model: the agent's stop did not return within {STOP_DEADLINE_S:g} s; abandoned"]
+    assert rig.conn.phase is Phase.STOPPED

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import re
 import tomllib
 import typing
@@ -120,6 +121,11 @@ class ModelSettings:
     `https://host[:port]`, for `nova_sonic` an `https://` endpoint URI (HTTP/2). Empty: the provider's own;
     `local` ignores it. A private CA is trusted through `SSL_CERT_FILE` (OpenAI, Gemini)."""
 
+    response_timeout_s: float = 15.0
+    """A response that is due (the user's turn ended and reached the model) but shows no model event
+    (audio, transcript, response start...) for this long means a hung connection: it is torn down and
+    started again. Any value from 1 s up; idle connections never time out."""
+
     def __post_init__(self) -> None:
         # Checked here, beside the field, so `config check` and every Settings built in code agree.
         from .models.urls import check_endpoint  # raises ConfigError naming model.endpoint
@@ -186,6 +192,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "session.max_bytes": (0, 2**53),
     "session.max_age_days": (0, 36500),
     "local.output_rate": (8000, 48000),
+    "model.response_timeout_s": (1, math.inf),
 }
 _CHOICES: dict[str, tuple[Any, ...]] = {"audio.period_ms": (10, 20, 30)}
 
@@ -234,7 +241,8 @@ def _build(cls: type[Any], data: dict[str, Any], prefix: str) -> Any:
         if key in _RANGES:
             lo, hi = _RANGES[key]
             if not lo <= value <= hi:
-                raise ConfigError(f"config: {key} must be between {lo:g} and {hi:g} (got {value!r})")
+                bounds = f"at least {lo:g}" if hi == math.inf else f"between {lo:g} and {hi:g}"
+                raise ConfigError(f"config: {key} must be {bounds} (got {value!r})")
         if key in _CHOICES and value not in _CHOICES[key]:
             allowed = ", ".join(map(str, _CHOICES[key]))
             raise ConfigError(f"config: {key} must be one of {allowed} (got {value!r})")

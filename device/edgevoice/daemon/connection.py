@@ -4,6 +4,14 @@ Its own small state (`Phase`): CONNECTING (building the agent, or starting it), 
 and runs the mic and the speaker), BACKING_OFF (it failed; waiting before the next start), STOPPED (not
 running). A later step adds the offline fallback (see `Connection._failed`).
 
+Supervision (`supervise.py`): while connected, a response that is due (the mic handed the agent a turn's
+end) with no model event for `model.response_timeout_s` is a hung connection: `agent.run` is cancelled and
+the connection starts again. Stopping is bounded: a stop that has not returned `STOP_DEADLINE_S` after it
+began (ours, or the agent's own after an error) is abandoned, logged once, and the next connection gets a
+fresh agent (and model) restored from the session store. A receive that ends quietly (Nova Sonic on
+END_STREAM or a reset: `agent.receive()` then waits forever) is caught by the same watch when a response is
+due; idle, it is harmless until the next turn, which the watch then catches.
+
 What happens on a failure (Strands 1.62 re-raises every model error out of `BidiAgent.run`, except the
 connection timeouts it restarts itself: `strands/bidi/agent/loop.py`, `receive`):
 - a programming error (`BUGS`: TypeError, AttributeError, ...) is a bug, not a network drop: waiting will not
@@ -25,19 +33,12 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, NoReturn, Protocol
+from typing import Any, NoReturn, Protocol
 
 from ..backoff import Backoff, Clock
 from ..errors import UserError
 from .state import Event
-
-if TYPE_CHECKING:
-    from strands.bidi import BidiAgent
-    from strands.bidi.models import BidiModel
-    from strands.session.session_manager import SessionManager
-    from strands.types.agent import LocalAgent
-
-    from ..config import Settings
+from .supervise import STOP_DEADLINE_S, ConnectionLost, Hung, ResponseWatch, StopTimeout
 
 log = logging.getLogger(__name__)
 
@@ -109,22 +110,25 @@ def is_bug(e: BaseException) -> bool:
 
 def reason(e: BaseException) -> str:
     """One bounded line: the type and the message, whitespace collapsed (provider errors span lines)."""
-    return " ".join(f"{type(e).__name__}: {e}".split())[:REASON_CHARS]
+    text = str(e) if isinstance(e, ConnectionLost) else f"{type(e).__name__}: {e}"
+    return " ".join(text.split())[:REASON_CHARS]
 
 
 class _StartMarker:
     """An input stream that reads nothing. `BidiAgent.run` calls every input's `start(agent)` only after
     `agent.start()` returned, that is, after the model connected: its start is the moment the connection
-    is up (Strands 1.62 has no hook for it)."""
+    is up (Strands 1.62 has no hook for it). Its `stop()` is the first thing `BidiAgent.run`'s `finally`
+    calls: the moment the agent begins to stop, whether it failed or was cancelled."""
 
-    def __init__(self, on_start: Callable[[], None]) -> None:
+    def __init__(self, on_start: Callable[[], None], on_stop: Callable[[], None]) -> None:
         self._on_start = on_start
+        self._on_stop = on_stop
 
     async def start(self, agent: object) -> None:
         self._on_start()
 
     async def stop(self) -> None:
-        return
+        self._on_stop()
 
     async def __call__(self) -> NoReturn:
         await asyncio.get_running_loop().create_future()  # never set: the agent cancels this read at its end
@@ -135,7 +139,9 @@ class Connection[A: Agent]:
     """Builds the agent with `build` (once), runs it with `inputs`/`outputs`, and starts it again when it fails.
 
     `fire` gets MODEL_LOST and MODEL_BACK (the voice loop's `StateMachine.fire`); `on_phase(old, new)` sees
-    every change of `phase`.
+    every change of `phase`. `response_due()`, `model_event()`, `response_done()` and `user_turn()` are
+    what the mic and the speaker tell it (see `supervise.ResponseWatch`); `response_timeout_s` is
+    `model.response_timeout_s`.
     """
 
     def __init__(
@@ -149,9 +155,10 @@ class Connection[A: Agent]:
         clock: Clock = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rand: Callable[[], float] = random.random,
+        response_timeout_s: float = 15.0,
     ) -> None:
         self._build = build
-        self._inputs = [_StartMarker(self._connected), *inputs]
+        self._inputs = [_StartMarker(self._connected, self._stopping), *inputs]
         self._outputs = list(outputs)
         self._fire = fire
         self._on_phase = on_phase
@@ -163,6 +170,28 @@ class Connection[A: Agent]:
         self.reconnects = 0
         self._lost_at: float | None = None  # set while the model is lost (MODEL_LOST fired, MODEL_BACK not yet)
         self._failures = 0  # failed attempts in the current outage (the backoff's count spans short reconnects)
+        self.watch = ResponseWatch(response_timeout_s, clock)
+        self._stopping_at: float | None = None  # when the running agent began to stop
+        self._poke = asyncio.Event()  # wakes the watch when something becomes due
+        self.abandoned: set[asyncio.Task[None]] = set()  # stops that did not return in time (kept referenced)
+
+    # -- what the mic and the speaker say (plain calls, on the event loop) ---------------------------------
+    def response_due(self) -> None:
+        """A user turn's end (or a tool result) reached the agent: an answer is owed."""
+        self.watch.due()
+        self._poke.set()
+
+    def model_event(self) -> None:
+        """The agent put out an event: the connection is alive."""
+        self.watch.heard()
+
+    def response_done(self) -> None:
+        """The answer ended: nothing is owed."""
+        self.watch.answered()
+
+    def user_turn(self) -> None:
+        """A user turn began: nothing is owed until it is sent."""
+        self.watch.user_turn()
 
     async def run(self) -> None:
         """Connect, and stay connected until the agent ends the conversation itself or this is cancelled.
@@ -175,7 +204,7 @@ class Connection[A: Agent]:
                 try:
                     if self.agent is None:
                         self.agent = await self._build()
-                    await self.agent.run(inputs=self._inputs, outputs=self._outputs)
+                    await self._run_agent(self.agent)
                     log.info("model connection ended")
                     return
                 except UserError:
@@ -186,6 +215,84 @@ class Connection[A: Agent]:
                 await self._sleep(delay)
         finally:
             self._enter(Phase.STOPPED)
+
+    async def _run_agent(self, agent: A) -> None:
+        """`agent.run` under the watch: returns or raises as the agent does, raises `Hung` when a due answer
+        never came and `StopTimeout` when the agent's own stop did not return in time."""
+        # Later steps of issue 11 hook in here: idle disconnect (`model.idle_disconnect_s`: nothing due for that
+        # long closes the connection, the next turn reopens it) is one more reason for `_watch` to return; a tool
+        # result in flight when the connection goes (tool-result continuity) is what the teardown must keep.
+        self.watch.answered()
+        self._stopping_at = None
+        run: asyncio.Task[None] = asyncio.ensure_future(agent.run(inputs=self._inputs, outputs=self._outputs))
+        hung: Hung | None = None
+        try:
+            while True:
+                watch = asyncio.ensure_future(self._watch())
+                try:
+                    await asyncio.wait({run, watch}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    watch.cancel()
+                if run.done():
+                    if hung is not None:
+                        raise hung  # it stopped in time after we cancelled it
+                    return run.result()  # the agent's own end or error
+                if self._stopping_at is None:  # nothing stopping yet: the watch found a due answer overdue
+                    hung = Hung(f"hung: no model event for {self.watch.timeout_s:g} s while a response was due")
+                    self._stopping_at = self._clock()
+                    run.cancel()
+                    continue
+                self._abandon(run)
+                raise hung or StopTimeout(f"stop timeout: the agent's stop did not return within {STOP_DEADLINE_S:g} s")
+        except asyncio.CancelledError:
+            # The daemon is stopping: the same deadline, so a stop that hangs cannot keep it from exiting.
+            if not run.done():
+                run.cancel()
+                timer = asyncio.ensure_future(self._sleep(STOP_DEADLINE_S))
+                try:
+                    await asyncio.wait({run, timer}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    timer.cancel()
+                if not run.done():
+                    self._abandon(run)
+            raise
+
+    async def _watch(self) -> None:
+        """Returns when the running agent must be torn down: a due answer is overdue, or a stop that began
+        has outlived `STOP_DEADLINE_S`. Sleeps (the injected sleep) only while something is due or stopping."""
+        while True:
+            if self._stopping_at is not None:
+                left: float | None = self._stopping_at + STOP_DEADLINE_S - self._clock()
+            else:
+                left = self.watch.left()
+            if left is None:
+                self._poke.clear()
+                await self._poke.wait()
+            elif left <= 0:
+                return
+            else:
+                await self._sleep(left)
+
+    def _stopping(self) -> None:
+        if self._stopping_at is None:
+            self._stopping_at = self._clock()
+            self._poke.set()
+
+    def _abandon(self, task: asyncio.Task[None]) -> None:
+        """Stop waiting for a stop that does not return: cancel it once more (a hanging await in it ends
+        there, if it can), keep it referenced, and build a fresh agent for the next connection."""
+        log.warning("model: the agent's stop did not return within %g s; abandoned", STOP_DEADLINE_S)
+        task.cancel()
+        self.abandoned.add(task)
+
+        def gone(t: asyncio.Task[None]) -> None:
+            self.abandoned.discard(t)
+            e = None if t.cancelled() else t.exception()
+            if e is not None:
+                log.debug("abandoned agent ended: %s", reason(e))
+
+        task.add_done_callback(gone)
+        self.agent = None
 
     def _failed(self, e: Exception) -> float:
         """Log the failure; returns the wait before the next start, or raises AgentBug."""
@@ -223,43 +330,3 @@ class Connection[A: Agent]:
             log.debug("connection %s -> %s", old.value, phase.value)
             if self._on_phase:
                 self._on_phase(old, phase)
-
-
-class AgentBuilder:
-    """Builds the device's one BidiAgent: the configured model (or `model`) over the session store (or
-    `session_manager`). The agent is built once and restarted by the connection: it keeps its history, and
-    Strands replays it to the model at every start."""
-
-    def __init__(
-        self,
-        settings: Settings,
-        *,
-        model: BidiModel | None = None,
-        session_manager: SessionManager[LocalAgent] | None = None,
-    ) -> None:
-        self._settings = settings
-        self._model = model
-        self.session_manager = session_manager
-        """The store, once built (the voice loop retries its held writes and closes it at exit)."""
-
-    async def __call__(self) -> BidiAgent:
-        # Strands takes most of start-up to import: build in a thread while frames are already gated
-        # (a turn spoken meanwhile waits in the mic's queue).
-        return await asyncio.to_thread(self.build)
-
-    def build(self) -> BidiAgent:
-        from strands.bidi import BidiAgent
-
-        from ..models import make_model
-        from ..session import make_session_manager
-
-        s = self._settings
-        model = self._model or make_model(s)
-        if self.session_manager is None:
-            self.session_manager = make_session_manager(s.session)
-        return BidiAgent(
-            model=model,
-            session_manager=self.session_manager,
-            system_prompt=s.model.system_prompt,
-            agent_id=s.session.agent_id,
-        )

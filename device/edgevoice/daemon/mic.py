@@ -65,6 +65,8 @@ class GatedMic:
         echo_tail_s: float = 0.3,
         on_ready: Callable[[], None] | None = None,
         on_end: Callable[[], None] | None = None,
+        on_turn_sent: Callable[[], None] | None = None,
+        on_turn_started: Callable[[], None] | None = None,
         max_pending: int = 1000,
     ) -> None:
         self._source = source
@@ -76,8 +78,13 @@ class GatedMic:
         self._echo_tail_s = echo_tail_s
         self._on_ready = on_ready
         self._on_end = on_end
-        # Turn audio waiting for the agent; bounded so a model that is down cannot grow it without end.
-        self._pending: deque[bytes] = deque(maxlen=max_pending)
+        self.on_turn_sent = on_turn_sent
+        """Called when the agent took a turn's end marker: from now on an answer is due (the connection's watch)."""
+        self.on_turn_started = on_turn_started
+        """Called when a turn opens: the user has the floor."""
+        # Turn audio waiting for the agent, each chunk flagged when it is a turn's end marker; bounded so a
+        # model that is down cannot grow it without end.
+        self._pending: deque[tuple[bytes, bool]] = deque(maxlen=max_pending)
         self._wake = asyncio.Event()
         self._speaker_quiet_at = 0.0
         self.frames_seen = 0
@@ -118,7 +125,10 @@ class GatedMic:
         while not self._pending:
             self._wake.clear()
             await self._wake.wait()
-        return AudioDelta(format="pcm", source={"bytes": self._pending.popleft()})
+        pcm, end = self._pending.popleft()
+        if end and self.on_turn_sent:
+            self.on_turn_sent()
+        return AudioDelta(format="pcm", source={"bytes": pcm})
 
     @property
     def pending(self) -> int:
@@ -156,20 +166,22 @@ class GatedMic:
                     log.info("barge-in: playback stopped, %d bytes dropped", dropped)
                     self._state.fire(Event.BARGE_IN)
                 self._state.fire(Event.TURN_STARTED)
+                if self.on_turn_started:
+                    self.on_turn_started()
                 for f in decision.preroll:
                     self._send(f)
             elif isinstance(decision, TurnFrame):
                 self._send(decision.frame)
             elif isinstance(decision, TurnEnded):
                 self.turns_ended += 1
-                self._send(self._padding)
+                self._send(self._padding, end=True)
                 self._state.fire(Event.TURN_ENDED)
 
-    def _send(self, pcm: bytes) -> None:
+    def _send(self, pcm: bytes, *, end: bool = False) -> None:
         out = self.convert(pcm)
         if out:
             self.frames_sent += 1
-            self._pending.append(out)
+            self._pending.append((out, end))
             self._wake.set()
 
     def stats(self) -> dict[str, Any]:

@@ -39,11 +39,17 @@ class SpeakerOutput:
         *,
         on_transcript: Callable[[str, str], None] | None = None,
         on_response_done: Callable[[], None] | None = None,
+        on_event: Callable[[], None] | None = None,
+        on_answered: Callable[[], None] | None = None,
     ) -> None:
         self._player = player
         self._state = state
         self._on_transcript = on_transcript
         self._on_response_done = on_response_done
+        self.on_event = on_event
+        """Called for every event the agent puts out: the connection is alive (the connection's watch)."""
+        self.on_answered = on_answered
+        """Called when an answer ended (`bidi_response_stop`): nothing is owed any more."""
         self._muted: set[str] = set()
         self._current: str | None = None
         self.responses_done = 0
@@ -67,6 +73,8 @@ class SpeakerOutput:
 
     async def __call__(self, event: Mapping[str, Any]) -> None:
         kind = event.get("type")
+        if self.on_event:
+            self.on_event()
         if kind == "bidi_audio_delta":
             if event["content_id"] in self._muted:
                 return
@@ -85,6 +93,8 @@ class SpeakerOutput:
         elif kind == "bidi_response_start":
             self._muted.clear()
         elif kind == "bidi_response_stop":
+            if self.on_answered:
+                self.on_answered()
             self.responses_done += 1
             if not self._player.is_playing:
                 self._state.fire(Event.RESPONSE_DONE)

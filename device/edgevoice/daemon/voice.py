@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Protocol
 
 from ..config import Settings
 from ..pcm import RATE, StreamResampler
-from .connection import AgentBuilder, Connection, Phase
+from .agents import AgentBuilder
+from .connection import Connection, Phase
 from .mic import GatedMic
 from .speaker import SpeakerOutput
 from .state import Event, State, StateMachine
@@ -135,8 +136,18 @@ class VoiceLoop:
         self.playback.on_idle = self._playback_idle
         self.agents = AgentBuilder(settings, model=model, session_manager=session_manager)
         self.connection = Connection(
-            self._build_agent, inputs=[self.mic], outputs=[self.speaker], fire=self.state.fire, on_phase=on_phase
+            self._build_agent,
+            inputs=[self.mic],
+            outputs=[self.speaker],
+            fire=self.state.fire,
+            on_phase=on_phase,
+            response_timeout_s=settings.model.response_timeout_s,
         )
+        # What the watch for hung connections hears (`supervise.py`): plain calls, no Strands types.
+        self.mic.on_turn_sent = self.connection.response_due
+        self.mic.on_turn_started = self.connection.user_turn
+        self.speaker.on_event = self.connection.model_event
+        self.speaker.on_answered = self.connection.response_done
         self.services: list[Service] = (
             list(services) if services is not None else [StoreRetry(lambda: self.session_manager)]
         )

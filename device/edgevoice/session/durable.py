@@ -15,7 +15,10 @@ writes, and it restores what they wrote). What it adds:
   `retry_pending()`), nothing stored is touched; `storage_problem` says why, `close()` names at exit
   what never landed;
 - an agent.json with no conversation manager state (rebuilt by the scan, or written by a BidiAgent)
-  restores under a plain `Agent` too.
+  restores under a plain `Agent` too;
+- `detach(agent)`: a new agent with the same id may take over (the daemon's fresh agent after a stop that
+  never returned); it restores the whole history from the store, writes held in memory included, and
+  what the old agent still does is not stored.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from strands.types.session import Session, SessionAgent, SessionMessage, Session
 from ..config import validate_session_id
 from .atomic import make_dirs
 from .held import HeldWrites
+from .layout import message_index
 from .scan import ScanReport, dumps, scan_session
 
 log = logging.getLogger(__name__)
@@ -72,6 +76,8 @@ class DurableFileSessionManager(FileSessionManager):
         self._agents_written: dict[str, dict[str, Any]] = {}  # agent id -> content last written
         self._agents_created_at: dict[str, str] = {}
         self._initializing: LocalAgent | None = None
+        self._owners: dict[str, LocalAgent] = {}  # agent id -> the agent whose messages are stored
+        self._warned: set[int] = set()  # detached agents already named in the log
         result = scan_session(storage, session_id, self._held)  # it blocks in `_held` what must not be written
         self.scan_report: ScanReport = result.report
         self._restored: dict[str, list[SessionMessage]] | None = result.messages
@@ -91,11 +97,24 @@ class DurableFileSessionManager(FileSessionManager):
         registry.add_callback(AfterNodeCallEvent, lambda e: self.sync_multi_agent(e.source))
         registry.add_callback(AfterMultiAgentInvocationEvent, lambda e: self.sync_multi_agent(e.source))
 
+    def _detached(self, agent: LocalAgent) -> bool:
+        owner = self._owners.get(agent.agent_id)
+        if owner is None or owner is agent:
+            return False
+        if id(agent) not in self._warned:  # once per detached agent
+            self._warned.add(id(agent))
+            log.warning("session store: messages from a detached agent %r are not stored", agent.agent_id)
+        return True
+
     def _on_message_added(self, event: MessageAddedEvent[LocalAgent]) -> None:
+        if self._detached(event.agent):
+            return
         self.append_message(event.message, event.agent)
         self.sync_agent(event.agent)
 
     def _on_message_updated(self, event: MessageUpdatedEvent[LocalAgent]) -> None:
+        if self._detached(event.agent):
+            return
         agent_id = event.agent.agent_id
         for record in reversed(self._held_records.get(agent_id, [])):
             if record.message.get("tracking_id") == event.tracking_id:
@@ -166,6 +185,14 @@ class DurableFileSessionManager(FileSessionManager):
             super().initialize(agent, **kwargs)
         finally:
             self._initializing = None
+        self._owners[agent.agent_id] = agent
+
+    def detach(self, agent: LocalAgent) -> None:
+        """Let another agent with `agent`'s id take over: it restores the history from the store (`list_messages`
+        sees held writes too), and nothing `agent` does from now on is stored."""
+        if self._owners.get(agent.agent_id) is agent:
+            self._latest_agent_message.pop(agent.agent_id, None)
+            self._held_records.pop(agent.agent_id, None)
 
     # -- the repository, without reads on the write path ------------------------------------
     def create_session(self, session: Session, **kwargs: Any) -> Session:
@@ -237,4 +264,24 @@ class DurableFileSessionManager(FileSessionManager):
         if restored is not None and session_id == self.session_id and agent_id in restored:
             messages = restored.pop(agent_id)
             return messages[offset : None if limit is None else offset + limit]
-        return super().list_messages(session_id, agent_id, limit=limit, offset=offset, **kwargs)
+        if session_id != self.session_id:
+            return super().list_messages(session_id, agent_id, limit=limit, offset=offset, **kwargs)
+        # A second restore in this process (an agent taking over after `detach`): what is on disk and what
+        # is held in memory (a full or read-only flash), each file read through the held bytes first.
+        directory = os.path.join(self._get_agent_path(session_id, agent_id), "messages")
+        names: set[str] = set()
+        with contextlib.suppress(FileNotFoundError):  # everything held: the flash never took the directory
+            names.update(os.listdir(directory))
+        names.update(os.path.basename(p) for p in self._held.paths_in(directory))
+        indexed = sorted((i, n) for n in names if (i := message_index(n)) is not None)
+        chosen = indexed[offset : None if limit is None else offset + limit]
+        return [SessionMessage.from_dict(self._read_file(os.path.join(directory, n))) for _, n in chosen]
+
+
+def detach(manager: object, agent: LocalAgent) -> None:
+    """Let a new agent with `agent`'s id use `manager` (see `DurableFileSessionManager.detach`); for Strands'
+    own repository managers, forget the old agent's bookkeeping so the new one restores from the store."""
+    if isinstance(manager, DurableFileSessionManager):
+        manager.detach(agent)
+    elif isinstance(manager, RepositorySessionManager):
+        manager._latest_agent_message.pop(agent.agent_id, None)

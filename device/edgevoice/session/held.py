@@ -102,6 +102,12 @@ class HeldWrites:
         with self._lock:
             return self._pending.get(key(path))
 
+    def paths_in(self, directory: str | os.PathLike[str]) -> list[str]:
+        """Held files directly in `directory`."""
+        d = key(directory)
+        with self._lock:
+            return [k for k in self._pending if os.path.dirname(k) == d]
+
     # -- status ---------------------------------------------------------------------------------
     @property
     def count(self) -> int:

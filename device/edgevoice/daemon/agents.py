@@ -1,0 +1,65 @@
+"""Builds the device's BidiAgent for the connection (`connection.py`): the configured model over the session store."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from strands.bidi import BidiAgent
+    from strands.bidi.models import BidiModel
+    from strands.session.session_manager import SessionManager
+    from strands.types.agent import LocalAgent
+
+    from ..config import Settings
+
+
+class AgentBuilder:
+    """Builds the device's BidiAgent: the configured model (or `model`) over the session store (or
+    `session_manager`). The agent is built once and restarted by the connection: it keeps its history, and
+    Strands replays it to the model at every start. Only after a stop was abandoned is it built again: a
+    fresh model (a passed-in `model` is reused) and a fresh agent, which restores the whole history from the
+    store (the old agent is detached from it first: whatever it still does is not stored)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        model: BidiModel | None = None,
+        session_manager: SessionManager[LocalAgent] | None = None,
+    ) -> None:
+        self._settings = settings
+        self._model = model
+        self.session_manager = session_manager
+        """The store, once built (the voice loop retries its held writes and closes it at exit)."""
+        self.current: BidiAgent | None = None
+        """The agent built last."""
+        self.builds = 0
+
+    async def __call__(self) -> BidiAgent:
+        # Strands takes most of start-up to import: build in a thread while frames are already gated
+        # (a turn spoken meanwhile waits in the mic's queue).
+        return await asyncio.to_thread(self.build)
+
+    def build(self) -> BidiAgent:
+        from strands.bidi import BidiAgent
+
+        from ..models import make_model
+        from ..session import make_session_manager
+        from ..session.durable import detach
+
+        s = self._settings
+        model = self._model or make_model(s)
+        if self.session_manager is None:
+            self.session_manager = make_session_manager(s.session)
+        elif self.current is not None:
+            detach(self.session_manager, self.current)
+        agent = BidiAgent(
+            model=model,
+            session_manager=self.session_manager,
+            system_prompt=s.model.system_prompt,
+            agent_id=s.session.agent_id,
+        )
+        self.current = agent
+        self.builds += 1
+        return agent
