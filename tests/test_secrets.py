@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from edgevoice import apikeys, config
+from edgevoice import apikeys, checks, config
 from tests.alsa import AsoundRc, alsa_home
 from tests.cloudfake import Listener, run_daemon, self_signed
 
@@ -80,7 +80,7 @@ BAD_KEYS = [
 def test_a_bad_env_key_is_refused_by_name(raw: str, why: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GOOGLE_API_KEY", raw)
     with pytest.raises(config.ConfigError) as e:
-        config.parse("[model]\nprovider = 'gemini_live'\n")
+        checks.check(config.parse("[model]\nprovider = 'gemini_live'\n"), voice=False)
     msg = str(e.value)
     assert "GOOGLE_API_KEY" in msg and why in msg and "\n" not in msg
     assert "Q7f3" not in msg and "JqA" not in msg
@@ -92,7 +92,7 @@ def test_a_bad_key_file_is_refused_by_name(raw: bytes, why: str, tmp_path: Path)
     key.write_bytes(raw)
     key.chmod(0o600)
     with pytest.raises(config.ConfigError) as e:
-        config.parse(f"[model]\nprovider = 'openai_realtime'\napi_key_file = '{key}'\n")
+        checks.check(config.parse(f"[model]\nprovider = 'openai_realtime'\napi_key_file = '{key}'\n"), voice=False)
     msg = str(e.value)
     assert f"model.api_key_file '{key}'" in msg and why in msg and "\n" not in msg
     assert "Q7f3" not in msg

@@ -1,7 +1,7 @@
 """Checks of a loaded config that go beyond its types, without the hardware: `config check` and `run`.
 
 Kept out of `config.parse`, which every command runs: asking espeak-ng for its voices is a subprocess,
-and `edgevoice sessions` has no business with audio devices or voices.
+and `edgevoice sessions` or `gate` have no business with audio devices, voices or the provider's API key.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 
+from .apikeys import check_provider_key
 from .config import AudioSettings, ConfigError, Settings
 
 ESPEAK = "espeak-ng"
@@ -67,5 +68,6 @@ def check_voice(voice: str, key: str = "local.voice") -> None:
 def check(settings: Settings, *, voice: bool = True) -> None:
     """Everything checkable without the hardware; raises ConfigError with one line naming the key."""
     check_device_names(settings.audio)
+    check_provider_key(settings.model)  # the configured provider's key, where one is present
     if voice:
         check_voice(settings.local.voice)

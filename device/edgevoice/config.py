@@ -271,11 +271,10 @@ def _cross_check(s: Settings) -> None:
             f"config: gate.start_frames must not exceed gate.window_frames "
             f"({s.gate.start_frames} > {s.gate.window_frames})"
         )
-    from .apikeys import check_provider_key, check_secret_file  # they raise ConfigError, defined here
+    from .apikeys import check_secret_file  # it raises ConfigError, defined here
 
     if s.model.api_key_file:
         check_secret_file(s.model.api_key_file)
-    check_provider_key(s.model)
 
 
 def parse(text: str, source: str = "<string>") -> Settings:

@@ -47,7 +47,7 @@ SECRET_ENV_VARS = (
 # Shorter values are not credentials (and redacting e.g. "secret" everywhere would garble the log).
 MIN_SECRET_LEN = 8
 # A fragment this long of a registered secret is redacted too: messages are cut to a length
-# (`voice.py` keeps 300 characters of a provider error), and a cut can fall inside a key.
+# (`daemon/connection.py` keeps 300 characters of a provider error), and a cut can fall inside a key.
 MIN_FRAGMENT_LEN = 8
 
 # A credential's value; `None`/`null` are left alone (a repr of an empty field is not a secret).
