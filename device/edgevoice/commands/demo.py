@@ -48,9 +48,7 @@ def _has_history(session_dir: Path, settings: config.Settings) -> bool:
 
 def speak_to_raw(text: str, voice: str, out: Path, rate: int = RATE) -> int:
     """espeak-ng speech at `rate`, mono S16_LE, with silence around it; returns the frame count."""
-    import numpy as np
-
-    from ..pcm import resample
+    from ..pcm import ms_bytes, resample
 
     if shutil.which("espeak-ng") is None:
         raise config.ConfigError("demo: espeak-ng is not installed (apt-get install espeak-ng)")
@@ -59,10 +57,10 @@ def speak_to_raw(text: str, voice: str, out: Path, rate: int = RATE) -> int:
     with wave.open(str(wav), "rb") as w:
         pcm, src_rate = w.readframes(w.getnframes()), w.getframerate()
     pcm = resample(pcm, src_rate, rate)
-    frame = rate * PERIOD_MS // 1000 * 2
-    body = bytes(rate * 2 * 3 // 10) + pcm + bytes(rate * 2 * 2)  # 0.3 s before, 2 s after
+    frame = ms_bytes(PERIOD_MS, rate)
+    body = bytes(ms_bytes(300, rate)) + pcm + bytes(ms_bytes(2000, rate))  # 0.3 s before, 2 s after
     body += bytes(-len(body) % frame)
-    out.write_bytes(np.frombuffer(body, dtype="<i2").tobytes())
+    out.write_bytes(body)
     return len(body) // frame
 
 
