@@ -55,7 +55,20 @@ BAD = [
     ("[model]\nresponse_timeout_s = 0.5\n", "model.response_timeout_s", "at least 1"),
     ("[model]\nresponse_timeout_s = nan\n", "model.response_timeout_s", "at least 1"),
     ("[model]\nresponse_timeout_s = '15'\n", "model.response_timeout_s", "number"),
+    ("[model]\nfallback = 'off'\n", "model.fallback", "one of 'local', 'none'"),
+    ("[model]\nidle_disconnect_s = -1\n", "model.idle_disconnect_s", "at least 0"),
+    ("[model]\nbackoff_initial_s = 0\n", "model.backoff_initial_s", "between 0.1 and 600"),
+    ("[model]\nbackoff_max_s = 0.5\n", "model.backoff_max_s", "between 1 and 3600"),
+    ("[model]\nbackoff_initial_s = 60\nbackoff_max_s = 30\n", "model.backoff_max_s", "at least model.backoff_ini"),
 ]
+
+
+def test_connection_keys_defaults_and_values() -> None:
+    m = config.parse("").model
+    assert (m.fallback, m.idle_disconnect_s, m.backoff_initial_s, m.backoff_max_s) == ("local", 300.0, 1.0, 30.0)
+    text = "[model]\nfallback = 'none'\nidle_disconnect_s = 0\nbackoff_initial_s = 2\nbackoff_max_s = 120\n"
+    m = config.parse(text).model
+    assert (m.fallback, m.idle_disconnect_s, m.backoff_initial_s, m.backoff_max_s) == ("none", 0.0, 2.0, 120.0)
 
 
 def test_response_timeout_from_one_second_up() -> None:

@@ -24,6 +24,7 @@ from strands.types.media import ImageBlock
 from edgevoice.config import LocalModelSettings
 from edgevoice.models import tts
 from edgevoice.models.local import MODEL_ID, LocalModel
+from edgevoice.models.responder import OFFLINE_CANNOT, OFFLINE_FIRST
 from tests.audiogen import speak, to_s16
 
 RATE = 16000
@@ -358,3 +359,23 @@ def test_missing_espeak_fails_at_start_in_one_line(tmp_path: Path, monkeypatch: 
 
     with pytest.raises(tts.SpeechError, match=r"^local model: espeak-ng is not installed"):
         run(go())
+
+
+def test_as_the_offline_fallback_it_says_so_once_and_what_it_cannot_do() -> None:
+    async def go() -> list[str]:
+        agent = BidiAgent(model=LocalModel(clock=clock, pace_lead_s=None, offline_fallback=True))
+        await agent.start()
+        events = agent.receive()
+        answers = []
+        try:
+            await say(agent, speech("What time is it?"))
+            answers.append(transcript(await until(events, is_response_stop), "assistant"))
+            await agent.send("Who won the football match yesterday?")  # typed: the recogniser knows no football
+            answers.append(transcript(await until(events, is_response_stop), "assistant"))
+        finally:
+            await agent.stop()
+        return answers
+
+    first, second = run(go())
+    assert first.startswith(OFFLINE_FIRST + " It is ")  # why the answers got simpler, once
+    assert second == OFFLINE_CANNOT

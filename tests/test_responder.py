@@ -11,6 +11,7 @@ import pytest
 from edgevoice.models.responder import (
     JOKES,
     NOT_CAUGHT,
+    OFFLINE_CANNOT,
     Turn,
     history_from_messages,
     introduced_name,
@@ -217,3 +218,13 @@ def test_every_sentence_the_recogniser_can_hear_gets_a_real_answer() -> None:
     for s in sentences:
         answer = respond(history, s, NOW)
         assert not answer.startswith("I heard") and answer != NOT_CAUGHT, s
+
+
+def test_the_offline_fallback_says_what_it_cannot_answer_instead_of_echoing() -> None:
+    now = datetime(2026, 11, 29, 14, 5)
+    question = "What is the capital of Mongolia?"
+    assert respond([], question, now) == "I heard: What is the capital of Mongolia."
+    assert respond([], question, now, offline=True) == OFFLINE_CANNOT
+    # What it can answer, it answers the same way offline.
+    assert respond([], "what time is it", now, offline=True) == "It is 2:05 PM."
+    assert respond([], "my name is Zoe", now, offline=True) == "Nice to meet you, Zoe."

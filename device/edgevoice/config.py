@@ -126,11 +126,32 @@ class ModelSettings:
     (audio, transcript, response start...) for this long means a hung connection: it is torn down and
     started again. Any value from 1 s up; idle connections never time out."""
 
+    fallback: Literal["local", "none"] = "local"
+    """While a cloud model cannot be reached, the offline `local` model answers (short, and saying it is
+    offline); its turns go into the same session, and the cloud model gets them in its history once it is
+    back (the switch happens between turns). `none`: no fallback; turns spoken while offline are answered
+    by a short spoken notice."""
+
+    idle_disconnect_s: float = 300.0
+    """A cloud connection with nothing said or owed for this long is closed (providers bill connected
+    time); the next utterance opens it again, with the whole history. 0: never close it."""
+
+    backoff_initial_s: float = 1.0
+    """The first wait before reconnecting after a failure; each further failure doubles it."""
+
+    backoff_max_s: float = 30.0
+    """The longest wait between reconnect attempts (every wait is cut by up to half at random)."""
+
     def __post_init__(self) -> None:
         # Checked here, beside the field, so `config check` and every Settings built in code agree.
         from .models.urls import check_endpoint  # raises ConfigError naming model.endpoint
 
         check_endpoint(self.provider, self.endpoint)
+        if self.backoff_max_s < self.backoff_initial_s:
+            raise ConfigError(
+                f"config: model.backoff_max_s ({self.backoff_max_s:g}) must be at least "
+                f"model.backoff_initial_s ({self.backoff_initial_s:g})"
+            )
 
 
 @dataclass(frozen=True)
@@ -193,6 +214,9 @@ _RANGES: dict[str, tuple[float, float]] = {
     "session.max_age_days": (0, 36500),
     "local.output_rate": (8000, 48000),
     "model.response_timeout_s": (1, math.inf),
+    "model.idle_disconnect_s": (0, math.inf),
+    "model.backoff_initial_s": (0.1, 600),
+    "model.backoff_max_s": (1, 3600),
 }
 _CHOICES: dict[str, tuple[Any, ...]] = {"audio.period_ms": (10, 20, 30)}
 
@@ -257,8 +281,7 @@ def validate_session_id(session_id: str, key: str = "session.session_id") -> str
     """A session id that is safe as a directory name: no separators, no `..`, at most 128 characters."""
     if not _SESSION_ID.match(session_id) or ".." in session_id:
         raise ConfigError(
-            f"config: {key} {session_id!r} must be 1-128 letters, digits, '.', '_' or '-' "
-            "(no path separators or '..')"
+            f"config: {key} {session_id!r} must be 1-128 letters, digits, '.', '_' or '-' (no path separators or '..')"
         )
     return session_id
 
@@ -345,7 +368,9 @@ def field_docs() -> list[tuple[str, str, str, str]]:
                 (
                     f"{section.name}.{f.name}",
                     tname,
-                    repr(default) if isinstance(default, str) else str(default).lower()
+                    repr(default)
+                    if isinstance(default, str)
+                    else str(default).lower()
                     if isinstance(default, bool)
                     else str(default),
                     docs.get((type(obj).__name__, f.name), ""),

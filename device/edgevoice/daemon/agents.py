@@ -1,4 +1,5 @@
-"""Builds the device's BidiAgent for the connection (`connection.py`): the configured model over the session store."""
+"""Builds the device's BidiAgents for the connection (`connection.py`): the configured model over the session
+store, and the offline fallback (the `local` model over the same store)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ class AgentBuilder:
     `session_manager`). The agent is built once and restarted by the connection: it keeps its history, and
     Strands replays it to the model at every start. Only after a stop was abandoned is it built again: a
     fresh model (a passed-in `model` is reused) and a fresh agent, which restores the whole history from the
-    store (the old agent is detached from it first: whatever it still does is not stored)."""
+    store (the old agent is detached from it first: whatever it still does is not stored). The same holds
+    after the offline fallback ran (`fallback()`): its turns are in the store, so the cloud agent that
+    follows is built afresh and sends them to the provider as history."""
 
     def __init__(
         self,
@@ -41,15 +44,29 @@ class AgentBuilder:
         # (a turn spoken meanwhile waits in the mic's queue).
         return await asyncio.to_thread(self.build)
 
+    async def fallback(self) -> BidiAgent:
+        """The offline fallback's agent: the `local` model, saying it is offline, over the same store.
+        Built in a thread: the first one loads the speech recogniser."""
+        return await asyncio.to_thread(self.build_fallback)
+
     def build(self) -> BidiAgent:
+        from ..models import make_model
+
+        return self._agent(self._model or make_model(self._settings))
+
+    def build_fallback(self) -> BidiAgent:
+        from ..models.local import LocalModel
+
+        s = self._settings
+        return self._agent(LocalModel(s.local, system_prompt=s.model.system_prompt, offline_fallback=True))
+
+    def _agent(self, model: BidiModel) -> BidiAgent:
         from strands.bidi import BidiAgent
 
-        from ..models import make_model
         from ..session import make_session_manager
         from ..session.durable import detach
 
         s = self._settings
-        model = self._model or make_model(s)
         if self.session_manager is None:
             self.session_manager = make_session_manager(s.session)
         elif self.current is not None:

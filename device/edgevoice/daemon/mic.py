@@ -4,6 +4,11 @@ A Strands InputStream (`start`, `stop`, `__call__`). Only gated turn audio reach
 each turn a short run of digital silence marks its end (cloud models and the local one endpoint on
 trailing silence). A turn that opens while the speaker plays is a barge-in: playback stops first.
 Echo guard (half-duplex): frames in the short tail after playback are dropped, not gated.
+
+Turn audio waits in the mic at 16 kHz and is converted to the model's rate as the agent reads it, so it can
+go to whichever model the connection runs (a cloud model, or the offline fallback at another rate). A turn
+that was partly read by a connection that then dropped is read again, whole, by the next one
+(`connection_lost`): the user does not have to repeat half a sentence.
 """
 
 from __future__ import annotations
@@ -82,9 +87,11 @@ class GatedMic:
         """Called when the agent took a turn's end marker: from now on an answer is due (the connection's watch)."""
         self.on_turn_started = on_turn_started
         """Called when a turn opens: the user has the floor."""
-        # Turn audio waiting for the agent, each chunk flagged when it is a turn's end marker; bounded so a
-        # model that is down cannot grow it without end.
+        # Turn audio (16 kHz) waiting for the agent, each chunk flagged when it is a turn's end marker; bounded
+        # so a model that is down cannot grow it without end.
         self._pending: deque[tuple[bytes, bool]] = deque(maxlen=max_pending)
+        # The chunks of the turn being read whose end marker has not been read yet: what a drop would cut.
+        self._reading: list[bytes] = []
         self._wake = asyncio.Event()
         self._speaker_quiet_at = 0.0
         self.frames_seen = 0
@@ -122,13 +129,29 @@ class GatedMic:
     async def __call__(self) -> AudioDelta:
         from strands.bidi.types.media import AudioDelta  # loaded by now: only the agent calls this
 
-        while not self._pending:
-            self._wake.clear()
-            await self._wake.wait()
-        pcm, end = self._pending.popleft()
-        if end and self.on_turn_sent:
-            self.on_turn_sent()
-        return AudioDelta(format="pcm", source={"bytes": pcm})
+        while True:
+            while not self._pending:
+                self._wake.clear()
+                await self._wake.wait()
+            pcm, end = self._pending.popleft()
+            if end:
+                self._reading.clear()
+            else:
+                self._reading.append(pcm)
+            out = self.convert(pcm)
+            if end and self.on_turn_sent:
+                self.on_turn_sent()
+            if out:  # a resampler may hold back a short first chunk
+                return AudioDelta(format="pcm", source={"bytes": out})
+
+    def connection_lost(self) -> None:
+        """The connection dropped: a turn it had read only in part is queued again, whole, for the next one."""
+        if not self._reading:
+            return
+        log.info("mic: the turn cut off by the drop goes to the next connection (%d chunks)", len(self._reading))
+        self._pending.extendleft((pcm, False) for pcm in reversed(self._reading))
+        self._reading.clear()
+        self._wake.set()
 
     @property
     def pending(self) -> int:
@@ -178,11 +201,9 @@ class GatedMic:
                 self._state.fire(Event.TURN_ENDED)
 
     def _send(self, pcm: bytes, *, end: bool = False) -> None:
-        out = self.convert(pcm)
-        if out:
-            self.frames_sent += 1
-            self._pending.append((out, end))
-            self._wake.set()
+        self.frames_sent += 1
+        self._pending.append((pcm, end))
+        self._wake.set()
 
     def stats(self) -> dict[str, Any]:
         return {

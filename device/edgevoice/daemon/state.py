@@ -33,6 +33,8 @@ class Event(enum.Enum):
     """The agent failed (fired by the connection, once per outage); from any state to offline."""
     MODEL_BACK = "model_back"
     """The agent started again after MODEL_LOST: fired only once the reconnect succeeded."""
+    FALLBACK = "fallback"
+    """The cloud is away and the offline model took over: the speaker answers again (offline -> idle)."""
 
 
 # (state, event) -> next state. Pairs not listed leave the state unchanged.
@@ -47,6 +49,7 @@ TRANSITIONS: dict[tuple[State, Event], State] = {
     (State.SPEAKING, Event.PLAYBACK_IDLE): State.IDLE,
     (State.THINKING, Event.RESPONSE_DONE): State.IDLE,
     (State.OFFLINE, Event.MODEL_BACK): State.IDLE,
+    (State.OFFLINE, Event.FALLBACK): State.IDLE,
 }
 
 

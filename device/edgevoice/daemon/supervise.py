@@ -12,6 +12,20 @@ import math
 
 from ..backoff import Clock
 
+REASON_CHARS = 300
+"""Provider errors nest whole HTTP bodies; the journal gets one line of at most this many characters."""
+
+BUGS: tuple[type[BaseException], ...] = (
+    TypeError,
+    AttributeError,
+    NameError,  # and UnboundLocalError
+    AssertionError,
+    NotImplementedError,
+    ImportError,  # a provider importing a module the install lacks: no retry brings it
+    SyntaxError,
+)
+"""Programming errors: never retried as if they were network drops."""
+
 STOP_DEADLINE_S = 3.0
 """How long stopping an agent (`agent.stop()`, or cancelling `agent.run`, whose `finally` stops it) may
 take before it is abandoned. A healthy stop takes milliseconds; a stop against a dead peer does not
@@ -31,6 +45,10 @@ class StopTimeout(ConnectionLost):
     """The agent began stopping on its own and its stop did not return within `STOP_DEADLINE_S`."""
 
 
+class FallbackEnded(ConnectionLost):
+    """The offline fallback's own agent (the `local` model) ended or failed; the cloud is retried."""
+
+
 class ResponseWatch:
     """Whether a response is due, and since when the model has been silent.
 
@@ -44,29 +62,101 @@ class ResponseWatch:
         self.timeout_s = timeout_s
         self._clock = clock
         self._since: float | None = None  # the last sign of life while a response is due; None: nothing due
+        self.floor = False
+        """A user turn is open (began, not yet sent): the user has the floor."""
+        self.active_at = clock()
+        """The last time anything happened: a turn, a model event, an answer's end."""
 
     @property
     def is_due(self) -> bool:
         return self._since is not None
 
+    @property
+    def at_boundary(self) -> bool:
+        """Between turns: no user turn open, no answer owed. Where a connection may be swapped or closed."""
+        return self._since is None and not self.floor
+
     def due(self) -> None:
         """A user turn (or a tool result) was sent: an answer is owed from now."""
-        self._since = self._clock()
+        self._since = self.active_at = self._clock()
+        self.floor = False
 
     def heard(self) -> None:
         """Any model event: the connection is alive."""
+        self.active_at = self._clock()
         if self._since is not None:
-            self._since = self._clock()
+            self._since = self.active_at
 
     def answered(self) -> None:
         """The answer ended (or the connection is new): nothing is owed."""
         self._since = None
+        self.active_at = self._clock()
 
-    user_turn = answered
-    """A user turn began: the user has the floor, nothing is owed until it is sent."""
+    def user_turn(self) -> None:
+        """A user turn began: the user has the floor, nothing is owed until it is sent."""
+        self._since = None
+        self.floor = True
+        self.active_at = self._clock()
 
     def left(self) -> float | None:
         """Seconds the connection may still stay silent (<= 0: hung), or None when nothing is due."""
         if self._since is None or not math.isfinite(self.timeout_s):
             return None
         return self._since + self.timeout_s - self._clock()
+
+    def idle_left(self, idle_s: float) -> float | None:
+        """Seconds until an idle connection may be closed (<= 0: now), or None when it must stay open
+        (something due, a turn open) or idle disconnect is off (`idle_s` 0 or infinite)."""
+        if not self.at_boundary or not idle_s or not math.isfinite(idle_s):
+            return None
+        return self.active_at + idle_s - self._clock()
+
+
+def is_bug(e: BaseException) -> bool:
+    """Whether `e` is, or hides, a programming error.
+
+    Looks into exception groups, and behind a plain RuntimeError raised while another error was handled:
+    `BidiAgent.run` stops the agent in a `finally`, and a stop that fails then replaces the error that
+    made it stop ("failed stop sequence")."""
+    todo: list[BaseException] = [e]
+    for _ in range(16):  # chains are short; the bound keeps a cyclic one from looping
+        if not todo:
+            break
+        x = todo.pop()
+        if isinstance(x, BUGS):
+            return True
+        if isinstance(x, BaseExceptionGroup):
+            todo.extend(x.exceptions)
+        elif type(x) is RuntimeError and x.__context__ is not None:
+            todo.append(x.__context__)
+    return False
+
+
+def root(e: BaseException) -> BaseException:
+    """The error worth naming: the first leaf of an exception group, and the error that made the agent
+    stop when its stop failed too (Strands' `stop_all` raises `RuntimeError("exceptions=[...] | failed
+    stop sequence")`, whose text is a list of reprs, while the error being handled is its context)."""
+    for _ in range(16):
+        if isinstance(e, BaseExceptionGroup) and e.exceptions:
+            e = e.exceptions[0]
+        elif type(e) is RuntimeError and e.__context__ is not None and _STOP_FAILED in str(e):
+            e = e.__context__
+        else:
+            break
+    return e
+
+
+_STOP_FAILED = "failed stop sequence"
+
+
+def reason(e: BaseException) -> str:
+    """One bounded line: the type and the message, whitespace collapsed (provider errors span lines)."""
+    e = root(e)
+    if isinstance(e, ConnectionLost):
+        text = str(e)
+    elif type(e) is RuntimeError and _STOP_FAILED in str(e):
+        # Nothing behind it: name the stops that failed and the first error's type, not every repr.
+        text = "the model's stop failed: " + str(e).removeprefix("exceptions=").split(" | ")[0]
+    else:
+        text = f"{type(e).__name__}: {e}"
+    return " ".join(text.split())[:REASON_CHARS]

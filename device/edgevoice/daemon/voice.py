@@ -20,6 +20,7 @@ from ..pcm import RATE, StreamResampler
 from .agents import AgentBuilder
 from .connection import Connection, Phase
 from .mic import GatedMic
+from .notices import LOST_TURN, Notices
 from .speaker import SpeakerOutput
 from .state import Event, State, StateMachine
 
@@ -135,14 +136,9 @@ class VoiceLoop:
         self.playback.on_start = lambda: self.state.fire(Event.PLAYBACK_STARTED)
         self.playback.on_idle = self._playback_idle
         self.agents = AgentBuilder(settings, model=model, session_manager=session_manager)
-        self.connection = Connection(
-            self._build_agent,
-            inputs=[self.mic],
-            outputs=[self.speaker],
-            fire=self.state.fire,
-            on_phase=on_phase,
-            response_timeout_s=settings.model.response_timeout_s,
-        )
+        self.notices = Notices(self.playback, settings.local)
+        self.notices.on_spoken = self._check_done
+        self.connection = self._connection(settings, on_phase)
         # What the watch for hung connections hears (`supervise.py`): plain calls, no Strands types.
         self.mic.on_turn_sent = self.connection.response_due
         self.mic.on_turn_started = self.connection.user_turn
@@ -152,6 +148,38 @@ class VoiceLoop:
             list(services) if services is not None else [StoreRetry(lambda: self.session_manager)]
         )
         self.transcripts: list[tuple[str, str]] = []
+
+    def _connection(self, settings: Settings, on_phase: Callable[[Phase, Phase], None] | None) -> Connection[BidiAgent]:
+        from ..models.urls import address, reachable
+
+        m = settings.model
+        cloud = m.provider != "local"
+        where = address(m.provider, m.endpoint, m.region)
+
+        async def probe() -> bool:
+            return where is None or await reachable(*where)
+
+        return Connection(
+            self._build_agent,
+            inputs=[self.mic],
+            outputs=[self.speaker],
+            fire=self.state.fire,
+            on_phase=on_phase,
+            on_drop=self._dropped,
+            response_timeout_s=m.response_timeout_s,
+            idle_disconnect_s=m.idle_disconnect_s if cloud else 0.0,  # the local model costs nothing idle
+            backoff_initial_s=m.backoff_initial_s,
+            backoff_max_s=m.backoff_max_s,
+            build_fallback=self._build_fallback if cloud and m.fallback == "local" else None,
+            probe=probe,
+        )
+
+    def _dropped(self, owed: bool) -> None:
+        """The connection failed: a turn it had read in part goes again to the next one; an answer it owed
+        is lost, and the user hears so (`notices.LOST_TURN`) rather than silence."""
+        self.mic.connection_lost()
+        if owed:
+            self.notices.say(LOST_TURN)
 
     @property
     def session_manager(self) -> SessionManager[LocalAgent] | None:
@@ -178,13 +206,18 @@ class VoiceLoop:
             self._stop_when_input_ends
             and self.mic.ended
             and not self.gate.in_turn
-            and self.speaker.responses_done >= self.mic.turns_ended
+            and self.speaker.responses_done + self.notices.spoken >= self.mic.turns_ended
             and not self.playback.is_playing
         ):
             self._done.set()
 
     async def _build_agent(self) -> BidiAgent:
         agent = await self.agents()
+        self._model_rate_converter(agent)
+        return agent
+
+    async def _build_fallback(self) -> BidiAgent:
+        agent = await self.agents.fallback()
         self._model_rate_converter(agent)
         return agent
 

@@ -81,9 +81,12 @@ class LocalModel(BidiModel):
         system_prompt: str = "",
         clock: Callable[[], datetime] = _local_now,
         pace_lead_s: float | None = 0.5,
+        offline_fallback: bool = False,
     ) -> None:
         """`clock` gives the local time for answers (inject one in tests); `pace_lead_s` is how far
-        audio may run ahead of real time (None: as fast as it is read)."""
+        audio may run ahead of real time (None: as fast as it is read). `offline_fallback`: it stands in
+        for a cloud model that cannot be reached; its first answer says so, and what it cannot answer it
+        says it cannot (`responder.OFFLINE_*`)."""
         self._settings = settings or LocalModelSettings()
         self._input_rate = input_rate
         self._system_prompt = system_prompt
@@ -100,6 +103,8 @@ class LocalModel(BidiModel):
         self._history: list[responder.Turn] = []
         self._speaking = False
         self._interrupt = asyncio.Event()
+        self._offline_fallback = offline_fallback
+        self._told_offline = False
 
     # -- configuration ---------------------------------------------------------------------------
 
@@ -225,7 +230,10 @@ class LocalModel(BidiModel):
                     heard = stt.tidy(await asyncio.to_thread(self._stt.transcribe, item))
                     if heard:
                         self._emit_user_transcript(events, heard)
-                answer = responder.respond(self._history, heard, self._clock())
+                answer = responder.respond(self._history, heard, self._clock(), offline=self._offline_fallback)
+                if self._offline_fallback and not self._told_offline:
+                    self._told_offline = True
+                    answer = f"{responder.OFFLINE_FIRST} {answer}"
                 if heard:
                     self._history.append(responder.Turn("user", heard))
                 said = await self._speak(events, answer)

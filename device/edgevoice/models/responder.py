@@ -25,6 +25,13 @@ JOKES = (
     "What do you call a fish with no eyes? A fsh.",
 )
 NOT_CAUGHT = "Sorry, I didn't catch that."
+OFFLINE_FIRST = "I can't reach the cloud right now, so I'm answering offline."
+"""Said before the first answer of an offline fallback: the user hears why the answers got simpler."""
+OFFLINE_CANNOT = (
+    "I'm offline, so I can't answer that right now. "
+    "I can tell you the time and the date, remember your name, and tell a joke."
+)
+"""The fallback's answer to what only the cloud model could answer."""
 
 _CONTRACTIONS = (
     (r"\bwhat's\b", "what is"),
@@ -84,8 +91,16 @@ def user_name(history: Sequence[Turn], names: frozenset[str] | None = None) -> s
     return None
 
 
-def respond(history: Sequence[Turn], utterance: str, now: datetime, *, names: frozenset[str] | None = None) -> str:
-    """The answer to `utterance`, given the conversation before it and the local time."""
+def respond(
+    history: Sequence[Turn],
+    utterance: str,
+    now: datetime,
+    *,
+    names: frozenset[str] | None = None,
+    offline: bool = False,
+) -> str:
+    """The answer to `utterance`, given the conversation before it and the local time. `offline`: the
+    offline fallback of a cloud model, which says so rather than echo what it cannot answer."""
     t = normalize(utterance)
     if not t:
         return NOT_CAUGHT
@@ -95,6 +110,8 @@ def respond(history: Sequence[Turn], utterance: str, now: datetime, *, names: fr
     for pattern, answer in _INTENTS:
         if re.search(pattern, t):
             return answer(history, t, now, names)
+    if offline:
+        return OFFLINE_CANNOT
     return f"I heard: {utterance.strip().rstrip('.?!')}."
 
 

@@ -46,3 +46,37 @@ def check_endpoint(provider: str, endpoint: str) -> None:
             f"config: model.endpoint {endpoint!r} {problem}; "
             f"model.provider {provider!r} needs a URL starting with {wanted}"
         )
+
+
+# Where each provider's client connects when `model.endpoint` is empty ({region}: `model.region`).
+DEFAULT_HOSTS: dict[str, str] = {
+    "openai_realtime": "api.openai.com",
+    "gemini_live": "generativelanguage.googleapis.com",
+    "nova_sonic": "bedrock-runtime.{region}.amazonaws.com",
+}
+
+
+def address(provider: str, endpoint: str, region: str = "us-east-1") -> tuple[str, int] | None:
+    """The host and TCP port a provider's client dials (None: the local model dials nothing)."""
+    if provider not in DEFAULT_HOSTS:
+        return None
+    if not endpoint:
+        return DEFAULT_HOSTS[provider].format(region=region), 443
+    url = urlsplit(endpoint)
+    return url.hostname or "", url.port or (80 if url.scheme == "ws" else 443)
+
+
+async def reachable(host: str, port: int, timeout_s: float = 3.0) -> bool:
+    """Whether a TCP connection to `host:port` opens within `timeout_s` (name lookup included): the offline
+    fallback's cheap question before it hands the conversation back to the cloud. Says nothing of keys."""
+    import asyncio
+    import contextlib
+
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout_s)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError, TimeoutError):
+        await asyncio.wait_for(writer.wait_closed(), 1.0)
+    return True
