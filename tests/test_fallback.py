@@ -25,10 +25,26 @@ class Refused:
         raise OSError(101, "Network is unreachable")
 
 
+class NeverConnects:
+    """A cloud agent whose connect never completes (a peer that accepts the socket and then says nothing)."""
+
+    def __init__(self) -> None:
+        self.cancelled = False
+
+    async def run(self, inputs: list[Any], outputs: list[Any]) -> None:
+        try:
+            await asyncio.get_running_loop().create_future()
+        except asyncio.CancelledError:
+            self.cancelled = True
+            raise
+
+
 class Rig:
     """A connection over scripted cloud agents, a `LiveAgent` fallback, and a probe answered by the test."""
 
-    def __init__(self, cloud: list[Any], *, fallback: bool = True, idle_s: float = 0.0) -> None:
+    def __init__(
+        self, cloud: list[Any], *, fallback: bool = True, idle_s: float = 0.0, connect_s: float = float("inf")
+    ) -> None:
         self.clock = FakeClock()
         self.sleep = StepSleep(self.clock)
         self.state = StateMachine()
@@ -49,6 +65,7 @@ class Rig:
             sleep=self.sleep,
             rand=lambda: 0.0,
             idle_disconnect_s=idle_s,
+            connect_timeout_s=connect_s,
             build_fallback=self.build_fallback if fallback else None,
             probe=self.probe,
         )
@@ -226,3 +243,22 @@ def test_a_turn_in_progress_keeps_an_idle_connection_open() -> None:
         await stop(task)
 
     drive(main)
+
+
+def test_a_connect_that_never_completes_times_out_and_the_fallback_answers(caplog: pytest.LogCaptureFixture) -> None:
+    silent = NeverConnects()
+    rig = Rig([silent], connect_s=15.0)
+
+    async def main() -> None:
+        task = asyncio.create_task(rig.conn.run())
+        await until(lambda: rig.sleep.waiting, "connect deadline")
+        assert rig.sleep.calls == [15.0] and rig.conn.phase is Phase.CONNECTING
+        rig.sleep.step()
+        await until(lambda: phase_is(rig, Phase.FALLBACK) and bool(rig.fallbacks), "fallback")
+        assert silent.cancelled
+        await stop(task)
+
+    drive(main)
+    assert "model stopped: connect timeout: the model did not connect within 15 s; retrying in 1.0 s" in [
+        r.getMessage() for r in caplog.records
+    ]

@@ -3,15 +3,19 @@
 `Runner.run(agent, inputs)` runs `agent.run` and returns or raises as the agent does, except that it tears
 the agent down itself when the watch says so: a due answer overdue (`Hung`), a connection idle for
 `idle_s` (returns True), or, for the offline fallback, the cloud back (`back` done) at a turn boundary
-(returns True). Every stop is bounded: one that has not returned `STOP_DEADLINE_S` after it began (ours,
-or the agent's own after an error) is abandoned (`abandoned_last`), logged once, and kept referenced.
-Clock and sleep are parameters: the tests drive every step without sleeping.
+(returns True). A start is bounded too: an agent whose model has not connected (`up()`, from its
+`StartMarker`) within `connect_timeout_s` is `Hung` (a peer that accepts the socket and never answers
+would otherwise keep the speaker deaf with nothing due to time out). Every stop is bounded: one that has
+not returned `STOP_DEADLINE_S` after it began (ours, or the agent's own after an error) is abandoned
+(`abandoned_last`), logged once, and kept referenced. Clock and sleep are parameters: the tests drive
+every step without sleeping.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn, Protocol
 
@@ -70,7 +74,15 @@ class Runner:
         self.abandoned: set[asyncio.Task[None]] = set()  # stops that did not return in time (kept referenced)
         self.abandoned_last = False
         """The last run's stop was abandoned: its agent (and model) must not be started again."""
+        self._up = True  # the running agent's model connected
+        self._connect_by = 0.0  # when it must have connected
+        self.connect_timeout_s = math.inf
+        """How long a model may take to connect (the connection sets `model.response_timeout_s`)."""
 
+    def up(self) -> None:
+        """The running agent's model connected (its `StartMarker` started)."""
+        self._up = True
+        self._poke.set()
     def poke(self) -> None:
         self._poke.set()
 
@@ -95,6 +107,8 @@ class Runner:
         self.watch.answered()
         self._stopping_at = None
         self.abandoned_last = False
+        self._up = False
+        self._connect_by = self._clock() + self.connect_timeout_s
         run: asyncio.Task[None] = asyncio.ensure_future(agent.run(inputs=inputs, outputs=self._outputs))
         cloud = asyncio.ensure_future(back) if back is not None else None
         hung: Hung | None = None
@@ -129,6 +143,8 @@ class Runner:
                     elif (left := self.watch.idle_left(idle_s)) is not None and left <= 0:
                         log.info("model: nothing said for %g s; closing the connection until the next turn", idle_s)
                         closing = True
+                    elif not self._up:
+                        hung = Hung(f"connect timeout: the model did not connect within {self.connect_timeout_s:g} s")
                     else:
                         hung = Hung(f"hung: no model event for {self.watch.timeout_s:g} s while a response was due")
                     self._stopping_at = self._clock()
@@ -163,6 +179,11 @@ class Runner:
             self._poke.clear()
             if self._stopping_at is not None:
                 left: float | None = self._stopping_at + STOP_DEADLINE_S - self._clock()
+            elif not self._up and math.isfinite(self.connect_timeout_s):
+                left = self._connect_by - self._clock()
+                if left > 0:
+                    await self._sleep_or_poke(left)  # `up()` pokes
+                    continue
             elif self.watch.is_due:
                 left = self.watch.left()
                 if at_boundary_ends and left is not None and left > 0:

@@ -40,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -91,9 +92,9 @@ class Connection[A: Agent]:
     new)` sees every change of `phase`; `on_drop(owed)` hears of every failure before the retry, `owed`
     True when an answer was due (it is lost). `response_due()`, `model_event()`, `response_done()` and
     `user_turn()` are what the mic and the speaker tell it (see `supervise.ResponseWatch`). The rest are
-    `model.*` keys: `response_timeout_s`, `idle_disconnect_s` (0: never), the backoff's first and longest
-    wait; `build_fallback` (None: `model.fallback = "none"`) builds the offline agent, `probe()` says
-    whether the cloud's endpoint can be reached.
+    `model.*` keys: `response_timeout_s` (and `connect_timeout_s`, the same key), `idle_disconnect_s` (0:
+    never), the backoff's first and longest wait; `build_fallback` (None: `model.fallback = "none"`)
+    builds the offline agent, `probe()` says whether the cloud's endpoint can be reached.
     """
 
     def __init__(
@@ -109,6 +110,7 @@ class Connection[A: Agent]:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rand: Callable[[], float] = random.random,
         response_timeout_s: float = 15.0,
+        connect_timeout_s: float = math.inf,
         idle_disconnect_s: float = 0.0,
         backoff_initial_s: float = FIRST_S,
         backoff_max_s: float = MAX_S,
@@ -120,8 +122,9 @@ class Connection[A: Agent]:
         self._probe = probe
         self.watch = ResponseWatch(response_timeout_s, clock)
         self.runner = Runner(self.watch, list(outputs), clock=clock, sleep=sleep)
+        self.runner.connect_timeout_s = connect_timeout_s
         self._inputs = [StartMarker(self._connected, self.runner.stopping), *inputs]
-        self._fallback_inputs = [StartMarker(lambda: None, self.runner.stopping), *inputs]
+        self._fallback_inputs = [StartMarker(self.runner.up, self.runner.stopping), *inputs]
         self._fire = fire
         self._on_phase = on_phase
         self._on_drop = on_drop
@@ -284,6 +287,7 @@ class Connection[A: Agent]:
             self._fire(Event.MODEL_LOST)
 
     def _connected(self) -> None:
+        self.runner.up()
         self._started = True
         self._up_at = self._clock()
         self.backoff.succeeded()

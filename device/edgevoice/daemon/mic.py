@@ -98,6 +98,8 @@ class GatedMic:
         self.frames_sent = 0
         self.turns_started = 0
         self.turns_ended = 0
+        self.turns_sent = 0
+        """Turns whose end marker an agent has read: each is owed an answer."""
         self.barge_ins = 0
         self.echo_dropped = 0
         self.ended = False
@@ -136,6 +138,7 @@ class GatedMic:
             pcm, end = self._pending.popleft()
             if end:
                 self._reading.clear()
+                self.turns_sent += 1
             else:
                 self._reading.append(pcm)
             out = self.convert(pcm)

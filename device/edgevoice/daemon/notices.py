@@ -27,8 +27,8 @@ class Player(Protocol):
 
 
 class Notices:
-    """Speaks notices through `player`. `spoken` counts the notices handed to the player: each stands for
-    an answer the user was owed (the voice loop's `--input-frames` end counts them as answered)."""
+    """Speaks notices through `player`, one after another. `spoken` counts the notices handed to the player;
+    `busy` is True while one is still being synthesised; `on_spoken` is called after each."""
 
     def __init__(
         self,
@@ -50,7 +50,16 @@ class Notices:
         """Speak `text` soon (call on the event loop); failures are logged, never raised."""
         task = asyncio.get_running_loop().create_task(self._say(text))
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._said)
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._tasks)
+
+    def _said(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if self.on_spoken:
+            self.on_spoken()
 
     async def _say(self, text: str) -> None:
         if self._one_at_a_time is None:
@@ -69,8 +78,6 @@ class Notices:
         if pcm:
             self._player.play(pcm, rate)
         self.spoken += 1
-        if self.on_spoken:
-            self.on_spoken()
 
     def _espeak(self, text: str) -> tuple[bytes, int]:
         from ..models import tts

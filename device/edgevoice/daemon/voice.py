@@ -148,6 +148,8 @@ class VoiceLoop:
             list(services) if services is not None else [StoreRetry(lambda: self.session_manager)]
         )
         self.transcripts: list[tuple[str, str]] = []
+        self.turns_lost = 0
+        """Turns whose answer a dropped connection took with it (each was told so by a notice)."""
 
     def _connection(self, settings: Settings, on_phase: Callable[[Phase, Phase], None] | None) -> Connection[BidiAgent]:
         from ..models.urls import address, reachable
@@ -167,6 +169,7 @@ class VoiceLoop:
             on_phase=on_phase,
             on_drop=self._dropped,
             response_timeout_s=m.response_timeout_s,
+            connect_timeout_s=m.response_timeout_s,
             idle_disconnect_s=m.idle_disconnect_s if cloud else 0.0,  # the local model costs nothing idle
             backoff_initial_s=m.backoff_initial_s,
             backoff_max_s=m.backoff_max_s,
@@ -175,10 +178,15 @@ class VoiceLoop:
         )
 
     def _dropped(self, owed: bool) -> None:
-        """The connection failed: a turn it had read in part goes again to the next one; an answer it owed
-        is lost, and the user hears so (`notices.LOST_TURN`) rather than silence."""
+        """The connection failed: a turn it had read in part goes again to the next one; answers it owed
+        are lost, and the user hears so (`notices.LOST_TURN`) rather than silence. Owed: the connection's
+        watch had an answer due, or turns were sent that no answer ended (the user may have begun the next
+        turn meanwhile, which takes the floor from the watch, not the debt)."""
         self.mic.connection_lost()
-        if owed:
+        unanswered = self.mic.turns_sent - self.speaker.responses_done - self.turns_lost
+        if owed or unanswered > 0:
+            self.turns_lost += max(unanswered, 0)
+            log.warning("model: %d answer(s) lost with the connection; telling the user", max(unanswered, 1))
             self.notices.say(LOST_TURN)
 
     @property
@@ -206,7 +214,8 @@ class VoiceLoop:
             self._stop_when_input_ends
             and self.mic.ended
             and not self.gate.in_turn
-            and self.speaker.responses_done + self.notices.spoken >= self.mic.turns_ended
+            and self.speaker.responses_done + self.turns_lost >= self.mic.turns_ended
+            and not self.notices.busy
             and not self.playback.is_playing
         ):
             self._done.set()
