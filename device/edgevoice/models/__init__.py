@@ -59,7 +59,7 @@ def make_model(settings: Settings) -> BidiModel:
                 endpoint=m.endpoint,
             )
         if provider == "gemini_live":
-            from strands.bidi.models.google import GoogleGeminiLiveModel
+            from .gemini_live import GeminiLiveModel, resume_state
 
             key = read_api_key(m, "GOOGLE_API_KEY")
             if not key:
@@ -69,7 +69,10 @@ def make_model(settings: Settings) -> BidiModel:
                 # google-genai dials wss://<host>/ws/... from this base URL; it trusts SSL_CERT_FILE when set,
                 # read when the client is built here.
                 client_args["http_options"] = {"base_url": m.endpoint}
-            return GoogleGeminiLiveModel(model_id=model_id, client_args=client_args, voice=m.voice or None)
+            # Every model built for this conversation (a new one after an abandoned stop) shares one
+            # resumption state, so a reconnect resumes the Gemini session instead of starting a new one.
+            resume = resume_state(m.endpoint, model_id, settings.session.dir, settings.session.agent_id)
+            return GeminiLiveModel(model_id=model_id, client_args=client_args, voice=m.voice or None, resume=resume)
     except ImportError as e:
         extra = {"openai_realtime": "openai", "gemini_live": "google"}.get(provider, "")
         hint = f" (install edgevoice[{extra}])" if extra else ""
