@@ -49,6 +49,9 @@ class Turn:
     """What the user said over the answer (interrupt turns)."""
     trigger_bytes: int = 3200
     """Input audio that ends the user's turn (3200 bytes: 100 ms at 16 kHz)."""
+    silence_ms: int = 0
+    """With it, the turn ends only once the input also ends in this much digital silence: the end-of-turn
+    padding `edgevoice run` sends after each gated turn (a real server's VAD hears the same)."""
 
 
 @dataclass
@@ -81,6 +84,8 @@ class ThreadedFake:
         self._tasks: set[asyncio.Future[Any]] = set()
         self._stopping: asyncio.Event | None = None
         self._turn_index = 0
+        self._silent_bytes = 0  # digital silence at the end of the input so far (`turn_ends`)
+        self._voiced_bytes = 0  # sound since the last turn (`turn_ends`)
         self.port = 0
 
     # --- lifecycle -------------------------------------------------------------------------------------
@@ -178,6 +183,26 @@ class ThreadedFake:
         return predicate(self.seen)
 
     # --- scripted turns --------------------------------------------------------------------------------
+    def turn_ends(self, pending: int, pcm: bytes, rate: int) -> bool:
+        """Whether the input so far ends the next scripted turn: `pending` bytes since the last turn, the
+        newest chunk `pcm` (S16_LE at `rate`). With `Turn.silence_ms`, the turn ends once `trigger_bytes` of
+        sound (not digital silence) came since the last turn and the input now ends in that much silence."""
+        if self._turn_index >= len(self.turns):
+            return False
+        turn = self.turns[self._turn_index]
+        if not turn.silence_ms:
+            return pending >= turn.trigger_bytes
+        stripped = pcm.rstrip(b"\x00")
+        if not stripped:
+            self._silent_bytes += len(pcm)
+        else:
+            self._voiced_bytes += len(stripped)
+            self._silent_bytes = (len(pcm) - len(stripped)) // 2 * 2
+        if self._voiced_bytes < turn.trigger_bytes or self._silent_bytes * 1000 < turn.silence_ms * rate * 2:
+            return False
+        self._voiced_bytes = 0
+        return True
+
     def next_turn(self) -> Turn | None:
         if self._turn_index >= len(self.turns):
             return None

@@ -3,10 +3,18 @@ Strands 1.62's OpenAIRealtimeModel parses; see /work/shared/providers.md).
 
 Point a model at it with `model.endpoint = fake.url`. Each scripted Turn plays once the client has appended
 `trigger_bytes` of input audio (server VAD, faked) or created a user text item.
+
+Client barge-in: `response.cancel` stops the answer being streamed (`response.done` with status `cancelled`,
+reason `client_cancelled`) or, with none streaming, is answered with the error `response_cancel_not_active`, as
+the real server does; `conversation.item.truncate` is answered with `conversation.item.truncated`, or with an
+error when `audio_end_ms` lies beyond the item's audio (`cancel_lag_chunks`: audio chunks still sent after a cancel,
+as a real server's in-flight audio). With `pace_s` the audio chunks of a spoken answer are
+spaced by that many seconds and the answer streams while the fake keeps reading, so a cancel can land mid-answer.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from typing import Any
@@ -21,9 +29,29 @@ OUTPUT_RATE = 24000  # OpenAI Realtime speaks 24 kHz PCM
 class FakeOpenAIRealtime(ThreadedFake):
     audio = tone(OUTPUT_RATE)
 
-    def __init__(self, turns: list[Turn] | None = None) -> None:
+    def __init__(self, turns: list[Turn] | None = None, *, pace_s: float = 0.0, cancel_lag_chunks: int = 0) -> None:
         super().__init__(turns)
         self._n = 0  # ids for items, responses and calls, unique across connections
+        self.pace_s = pace_s
+        self.cancel_lag_chunks = cancel_lag_chunks  # chunks still sent after a cancel (already in flight)
+        self.item_audio_ms: dict[str, float] = {}  # audio sent per assistant item
+        self.errors: list[dict[str, Any]] = []  # error events the fake sent
+        self._streaming: str | None = None  # the response whose audio is being sent
+        self._cancel = False  # the client's response.cancel
+        self._vad_barge = False  # barge_in(): server VAD heard the user
+
+    def barge_in(self) -> None:
+        """Server VAD hears the user over the answer being streamed (run with `pace_s`): it is cut off as a
+        `Turn(interrupt=True)` answer is, and the interrupting utterance is transcribed."""
+
+        async def hear() -> None:
+            self._vad_barge = True
+
+        self._call(hear())
+
+    def client(self, kind: str) -> list[dict[str, Any]]:
+        """The client messages of one type, in order."""
+        return [m for m in self.seen.messages if isinstance(m, dict) and m.get("type") == kind]
 
     @property
     def url(self) -> str:
@@ -40,14 +68,26 @@ class FakeOpenAIRealtime(ThreadedFake):
             if kind == "session.update":
                 await self._send(ws, {"type": "session.updated", "session": msg.get("session", {})})
             elif kind == "input_audio_buffer.append":
-                n = len(base64.b64decode(msg["audio"]))
-                self.seen.audio_in += n
-                pending += n
-                if self.turns[self._turn_index :] and pending >= self.turns[self._turn_index].trigger_bytes:
+                pcm = base64.b64decode(msg["audio"])
+                self.seen.audio_in += len(pcm)
+                pending += len(pcm)
+                if self.turn_ends(pending, pcm, 24000):
                     pending = 0
                     turn = self.next_turn()
                     assert turn is not None
-                    waiting_tool = await self.play(ws, turn)
+                    if self.pace_s and turn.tool is None:
+                        task = asyncio.ensure_future(self.play(ws, turn))  # keeps reading meanwhile
+                        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # a drop ends it
+                        self._tasks.add(task)
+                    else:
+                        waiting_tool = await self.play(ws, turn)
+            elif kind == "response.cancel":
+                if self._streaming is not None:
+                    self._cancel = True
+                else:
+                    await self._error(ws, "response_cancel_not_active", "no active response")
+            elif kind == "conversation.item.truncate":
+                await self._truncate(ws, msg)
             elif kind == "conversation.item.create":
                 item = msg["item"]
                 await self._send(ws, {"type": "conversation.item.added", "item": item})
@@ -113,8 +153,19 @@ class FakeOpenAIRealtime(ThreadedFake):
         await self._send(ws, {"type": "response.created", "response": {"id": response, "status": "in_progress"}})
         await self._send(ws, {"type": "response.output_audio_transcript.delta", **ids, "delta": turn.assistant})
         chunks = 1 if turn.interrupt else turn.audio_chunks
+        self._streaming, self._cancel, self._vad_barge = response, False, False
+        self.item_audio_ms[item] = 0.0
+        lag = self.cancel_lag_chunks
         for _ in range(chunks):
+            if self._vad_barge or (self._cancel and lag == 0):
+                break
+            if self._cancel:
+                lag -= 1
             await self._send(ws, {"type": "response.output_audio.delta", **ids, "delta": b64(self.audio)})
+            self.item_audio_ms[item] += len(self.audio) / 2 / OUTPUT_RATE * 1000
+            if self.pace_s:
+                await asyncio.sleep(self.pace_s)
+        self._streaming = None
         output = [
             {
                 "id": item,
@@ -123,7 +174,7 @@ class FakeOpenAIRealtime(ThreadedFake):
                 "content": [{"type": "output_audio", "transcript": turn.assistant}],
             }
         ]
-        if turn.interrupt:
+        if turn.interrupt or self._vad_barge:
             # Server VAD hears the user over the answer: speech_started, then the response is cancelled
             # with reason turn_detected (Strands' barge-in), then the interrupting utterance is transcribed.
             barge = self._id("item")
@@ -141,6 +192,23 @@ class FakeOpenAIRealtime(ThreadedFake):
                 },
             )
             return
+        if self._cancel:
+            done = {"id": response, "status": "cancelled", "status_details": {"reason": "client_cancelled"}}
+            await self._send(ws, {"type": "response.done", "response": {**done, "output": output}})
+            return
         await self._send(ws, {"type": "response.output_audio.done", **ids})
         done = {"id": response, "status": "completed", "output": output}
         await self._send(ws, {"type": "response.done", "response": done})
+
+    async def _truncate(self, ws: ServerConnection, msg: dict[str, Any]) -> None:
+        item, end = msg.get("item_id"), msg.get("audio_end_ms")
+        if item not in self.item_audio_ms or not isinstance(end, int) or not 0 <= end <= self.item_audio_ms[item]:
+            await self._error(ws, "invalid_value", f"cannot truncate {item} at {end} ms")
+            return
+        ids = {"item_id": item, "content_index": msg.get("content_index", 0), "audio_end_ms": end}
+        await self._send(ws, {"type": "conversation.item.truncated", **ids})
+
+    async def _error(self, ws: ServerConnection, code: str, message: str) -> None:
+        error = {"type": "invalid_request_error", "code": code, "message": message}
+        self.errors.append(error)
+        await self._send(ws, {"type": "error", "error": error})

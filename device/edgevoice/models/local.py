@@ -104,7 +104,8 @@ class LocalModel(BidiModel):
         self._speaking = False
         self._interrupt = asyncio.Event()
         self._offline_fallback = offline_fallback
-        self._told_offline = False
+        self.told_offline = False
+        """The offline fallback said it is offline (its first answer does, once per outage)."""
 
     # -- configuration ---------------------------------------------------------------------------
 
@@ -202,6 +203,12 @@ class LocalModel(BidiModel):
         else:
             raise ValueError(f"content_type=<{type(content).__name__}> | not supported by the local model")
 
+    async def interrupt(self, played_ms: int) -> None:
+        """The device's barge-in (`daemon/played.Interruptible`): stop streaming now rather than when the
+        endpointer hears the user (saves synthesising the rest of the answer)."""
+        if self._speaking:
+            self._interrupt.set()
+
     # -- input -----------------------------------------------------------------------------------
 
     def _hear(self, delta: AudioDelta) -> None:
@@ -231,8 +238,8 @@ class LocalModel(BidiModel):
                     if heard:
                         self._emit_user_transcript(events, heard)
                 answer = responder.respond(self._history, heard, self._clock(), offline=self._offline_fallback)
-                if self._offline_fallback and not self._told_offline:
-                    self._told_offline = True
+                if self._offline_fallback and not self.told_offline:
+                    self.told_offline = True
                     answer = f"{responder.OFFLINE_FIRST} {answer}"
                 if heard:
                     self._history.append(responder.Turn("user", heard))
