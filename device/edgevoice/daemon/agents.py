@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from strands.types.agent import LocalAgent
 
     from ..config import Settings
+    from ..models.local import LocalModel
 
 
 class AgentBuilder:
@@ -38,6 +39,7 @@ class AgentBuilder:
         self.current: BidiAgent | None = None
         """The agent built last."""
         self.builds = 0
+        self._fallback_model: LocalModel | None = None
 
     async def __call__(self) -> BidiAgent:
         # Strands takes most of start-up to import: build in a thread while frames are already gated
@@ -58,7 +60,14 @@ class AgentBuilder:
         from ..models.local import LocalModel
 
         s = self._settings
-        return self._agent(LocalModel(s.local, system_prompt=s.model.system_prompt, offline_fallback=True))
+        if self._fallback_model is None:  # one for the daemon's life: it says "offline" once per outage
+            self._fallback_model = LocalModel(s.local, system_prompt=s.model.system_prompt, offline_fallback=True)
+        return self._agent(self._fallback_model)
+
+    def cloud_back(self) -> None:
+        """The cloud answered again: the next outage's first offline answer says why again."""
+        if self._fallback_model is not None:
+            self._fallback_model.told_offline = False
 
     def _agent(self, model: BidiModel) -> BidiAgent:
         from strands.bidi import BidiAgent

@@ -165,7 +165,7 @@ class VoiceLoop:
             self._build_agent,
             inputs=[self.mic],
             outputs=[self.speaker],
-            fire=self.state.fire,
+            fire=self._fire,
             on_phase=on_phase,
             on_drop=self._dropped,
             response_timeout_s=m.response_timeout_s,
@@ -176,6 +176,11 @@ class VoiceLoop:
             build_fallback=self._build_fallback if cloud and m.fallback == "local" else None,
             probe=probe,
         )
+
+    def _fire(self, event: Event) -> None:
+        if event is Event.MODEL_BACK:
+            self.agents.cloud_back()
+        self.state.fire(event)
 
     def _dropped(self, owed: bool) -> None:
         """The connection failed: a turn it had read in part goes again to the next one; answers it owed
