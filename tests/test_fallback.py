@@ -262,3 +262,23 @@ def test_a_connect_that_never_completes_times_out_and_the_fallback_answers(caplo
     assert "model stopped: connect timeout: the model did not connect within 15 s; retrying in 1.0 s" in [
         r.getMessage() for r in caplog.records
     ]
+
+
+def test_an_interrupted_answer_ending_after_the_next_turn_was_sent_leaves_that_turn_owed() -> None:
+    from edgevoice.daemon.supervise import ResponseWatch
+
+    clock = FakeClock()
+    w = ResponseWatch(15.0, clock)
+    w.due()  # turn 2 sent
+    w.answering()  # its answer begins to play
+    w.user_turn()  # the user barges in with turn 3
+    w.due()  # turn 3 sent
+    w.answered()  # the interrupted answer to turn 2 ends only now
+    assert w.is_due and not w.at_boundary  # turn 3 is still owed: no switch, no idle close
+    w.answering()
+    w.answered()  # turn 3's answer
+    assert not w.is_due and w.at_boundary
+    w.answered()  # an answer end with no start seen (a provider that sends none) settles as before
+    w.due()
+    w.answered()
+    assert not w.is_due

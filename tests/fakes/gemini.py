@@ -122,10 +122,12 @@ class FakeGeminiLive(ThreadedFake):
                 elif "realtime_input" in msg:
                     link.heard_audio = True
                     audio = msg["realtime_input"].get("audio") or {}
-                    n = len(base64.b64decode(audio.get("data", "")))
-                    self.seen.audio_in += n
-                    pending += n
-                    if self.turns[self._turn_index :] and pending >= self.turns[self._turn_index].trigger_bytes:
+                    data = audio.get("data", "")
+                    # google-genai sends URL-safe base64 (real speech has '-' and '_' in it), unpadded at times.
+                    pcm = base64.urlsafe_b64decode(data + "=" * (-len(data) % 4))
+                    self.seen.audio_in += len(pcm)
+                    pending += len(pcm)
+                    if self.turn_ends(pending, pcm, 16000):
                         pending = 0
                         turn = self.next_turn()
                         assert turn is not None

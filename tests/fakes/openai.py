@@ -60,6 +60,7 @@ class FakeOpenAIRealtime(ThreadedFake):
     async def converse(self, ws: ServerConnection) -> None:
         pending = 0
         waiting_tool: Turn | None = None
+        text_waiting = False
         await self._send(ws, {"type": "session.created", "session": {}})
         async for raw in ws:
             msg = json.loads(raw)
@@ -89,16 +90,21 @@ class FakeOpenAIRealtime(ThreadedFake):
             elif kind == "conversation.item.truncate":
                 await self._truncate(ws, msg)
             elif kind == "conversation.item.create":
-                item = msg["item"]
+                item = {"id": self._id("item"), **msg["item"]}  # the server names items the client did not
                 await self._send(ws, {"type": "conversation.item.added", "item": item})
                 if item.get("type") == "function_call_output":
                     self.seen.tool_results.append(item)
-                elif item.get("type") == "message" and item.get("role") == "user" and (turn := self.next_turn()):
-                    waiting_tool = await self.play(ws, turn, spoken=False)
+                elif item.get("type") == "message" and item.get("role") == "user":
+                    # A typed turn, or history replayed at the start of a connection: only a response.create
+                    # asks for an answer (the real server answers nothing else).
+                    text_waiting = True
             elif kind == "response.create" and waiting_tool is not None:
                 turn, waiting_tool = waiting_tool, None
                 await self.answer(ws, turn)
                 self.seen.turns_played += 1
+            elif kind == "response.create" and text_waiting and (turn := self.next_turn()):
+                text_waiting = False
+                waiting_tool = await self.play(ws, turn, spoken=False)
 
     async def _send(self, ws: ServerConnection, event: dict[str, Any]) -> None:
         await self.pause()

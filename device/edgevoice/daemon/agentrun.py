@@ -93,7 +93,7 @@ class Runner:
 
     async def wait_for_turn(self) -> None:
         """Returns once a user turn has begun (an idle connection opens again then)."""
-        while not self.watch.floor:
+        while not (self.watch.floor or self.watch.is_due):
             self._poke.clear()
             await self._poke.wait()
 
@@ -104,7 +104,7 @@ class Runner:
         due answer never came and `StopTimeout` when the agent's own stop did not return in time. Returns
         True when it closed the agent on purpose: idle for `idle_s` (0: never), or `back` finished and a
         turn boundary came."""
-        self.watch.answered()
+        self.watch.settle()
         self._stopping_at = None
         self.abandoned_last = False
         self._up = False

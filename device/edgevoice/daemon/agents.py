@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 
     from ..config import Settings
     from ..models.local import LocalModel
+    from .tools import DeviceTools
 
 
 class AgentBuilder:
@@ -31,9 +32,13 @@ class AgentBuilder:
         *,
         model: BidiModel | None = None,
         session_manager: SessionManager[LocalAgent] | None = None,
+        tools: DeviceTools | None = None,
     ) -> None:
         self._settings = settings
         self._model = model
+        self.tools = tools
+        """The device's tools (`daemon/tools.py`): the same object for every agent built, cloud or fallback,
+        so a tool call that outlives its connection is delivered on the next one."""
         self.session_manager = session_manager
         """The store, once built (the voice loop retries its held writes and closes it at exit)."""
         self.current: BidiAgent | None = None
@@ -80,8 +85,11 @@ class AgentBuilder:
             self.session_manager = make_session_manager(s.session)
         elif self.current is not None:
             detach(self.session_manager, self.current)
+        t = self.tools
         agent = BidiAgent(
             model=model,
+            tools=list(t.tools) if t else None,
+            hooks=list(t.hooks) if t else None,
             session_manager=self.session_manager,
             system_prompt=s.model.system_prompt,
             agent_id=s.session.agent_id,

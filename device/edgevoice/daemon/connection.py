@@ -116,9 +116,11 @@ class Connection[A: Agent]:
         backoff_max_s: float = MAX_S,
         build_fallback: Callable[[], Awaitable[A]] | None = None,
         probe: Callable[[], Awaitable[bool]] | None = None,
+        turn_waiting: Callable[[], bool] | None = None,
     ) -> None:
         self._build = build
         self._build_fallback = build_fallback
+        self._turn_waiting = turn_waiting  # a whole turn waits for the agent (the mic): owed once connected
         self._probe = probe
         self.watch = ResponseWatch(response_timeout_s, clock)
         self.runner = Runner(self.watch, list(outputs), clock=clock, sleep=sleep)
@@ -156,9 +158,18 @@ class Connection[A: Agent]:
         """The agent put out an event: the connection is alive."""
         self.watch.heard()
 
+    def response_started(self) -> None:
+        """An answer began: it answers the turns sent so far."""
+        self.watch.answering()
+
     def response_done(self) -> None:
-        """The answer ended: nothing is owed."""
+        """The answer ended: nothing is owed (unless a turn was sent after it began)."""
         self.watch.answered()
+        self.runner.poke()
+
+    def turn_ended(self) -> None:
+        """A user turn ended: its answer is owed from now (the agent may not even take the audio)."""
+        self.watch.ended()
         self.runner.poke()
 
     def user_turn(self) -> None:
@@ -221,7 +232,7 @@ class Connection[A: Agent]:
 
     def _dropped(self) -> None:
         owed = self.watch.is_due
-        self.watch.answered()  # whatever was owed went with the connection (the voice loop says so)
+        self.watch.settle()  # whatever was owed went with the connection (the voice loop says so)
         if self._on_drop:
             self._on_drop(owed)
 
@@ -288,6 +299,8 @@ class Connection[A: Agent]:
 
     def _connected(self) -> None:
         self.runner.up()
+        if self._turn_waiting is not None and self._turn_waiting():
+            self.watch.ended()  # a turn that ended before this connection (e.g. resent after a drop) is owed
         self._started = True
         self._up_at = self._clock()
         self.backoff.succeeded()

@@ -87,6 +87,8 @@ class GatedMic:
         """Called when the agent took a turn's end marker: from now on an answer is due (the connection's watch)."""
         self.on_turn_started = on_turn_started
         """Called when a turn opens: the user has the floor."""
+        self.on_turn_ended: Callable[[], None] | None = None
+        """Called when a turn closes (its end marker queued): an answer is owed."""
         # Turn audio (16 kHz) waiting for the agent, each chunk flagged when it is a turn's end marker; bounded
         # so a model that is down cannot grow it without end.
         self._pending: deque[tuple[bytes, bool]] = deque(maxlen=max_pending)
@@ -160,6 +162,10 @@ class GatedMic:
     def pending(self) -> int:
         return len(self._pending)
 
+    def turn_waiting(self) -> bool:
+        """Whether a whole turn (its end marker) waits for the agent to read it."""
+        return any(end for _, end in self._pending)
+
     def _in_echo_tail(self) -> bool:
         return not self._speaker.is_playing and time.monotonic() - self._speaker_quiet_at < self._echo_tail_s
 
@@ -201,6 +207,8 @@ class GatedMic:
             elif isinstance(decision, TurnEnded):
                 self.turns_ended += 1
                 self._send(self._padding, end=True)
+                if self.on_turn_ended:
+                    self.on_turn_ended()
                 self._state.fire(Event.TURN_ENDED)
 
     def _send(self, pcm: bytes, *, end: bool = False) -> None:

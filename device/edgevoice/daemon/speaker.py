@@ -68,6 +68,8 @@ class SpeakerOutput:
         self.on_event = on_event
         """Called for every event the agent puts out: the connection is alive (the connection's watch)."""
         self.on_answered = on_answered
+        self.on_answering: Callable[[], None] | None = None
+        """Called when an answer begins (`bidi_response_start`): it answers the turns sent so far."""
         """Called when an answer ended (`bidi_response_stop`): nothing is owed any more."""
         self._muted: set[str] = set()
         self._current: str | None = None
@@ -170,6 +172,8 @@ class SpeakerOutput:
             if self._on_transcript:
                 self._on_transcript(event["role"], event["transcript"])
         elif kind == "bidi_response_start":
+            if self.on_answering:
+                self.on_answering()
             self._muted.clear()
             self._played.started(event.get("response_id", ""), playing=self._player.is_playing)
         elif kind == "bidi_response_stop":

@@ -66,6 +66,8 @@ class ResponseWatch:
         """A user turn is open (began, not yet sent): the user has the floor."""
         self.active_at = clock()
         """The last time anything happened: a turn, a model event, an answer's end."""
+        self._sent = 0  # turns sent (`due`)
+        self._answers: int | None = None  # `_sent` when the current answer began; None: no answer begun
 
     @property
     def is_due(self) -> bool:
@@ -80,6 +82,18 @@ class ResponseWatch:
         """A user turn (or a tool result) was sent: an answer is owed from now."""
         self._since = self.active_at = self._clock()
         self.floor = False
+        self._sent += 1
+
+    def ended(self) -> None:
+        """A user turn ended (its end marker is queued for the agent): an answer is owed from now, even if
+        the agent cannot take the audio (a hung peer whose socket buffers are full blocks the send)."""
+        self.floor = False
+        if self._since is None:
+            self._since = self.active_at = self._clock()
+
+    def answering(self) -> None:
+        """An answer began: it answers the turns sent so far (not one sent while it plays)."""
+        self._answers = self._sent
 
     def heard(self) -> None:
         """Any model event: the connection is alive."""
@@ -88,8 +102,19 @@ class ResponseWatch:
             self._since = self.active_at
 
     def answered(self) -> None:
-        """The answer ended (or the connection is new): nothing is owed."""
+        """The answer ended (or the connection is new): nothing is owed, unless a turn was sent after that
+        answer began (a barge-in: the interrupted answer's end arrives after the next turn was sent)."""
+        self.active_at = self._clock()
+        if self._answers is not None and self._answers < self._sent:
+            self._answers = None
+            return
         self._since = None
+        self._answers = None
+
+    def settle(self) -> None:
+        """The connection is new, or went: nothing is owed on it."""
+        self._since = None
+        self._answers = None
         self.active_at = self._clock()
 
     def user_turn(self) -> None:

@@ -23,6 +23,7 @@ from .mic import GatedMic
 from .notices import LOST_TURN, Notices
 from .speaker import SpeakerOutput
 from .state import Event, State, StateMachine
+from .tools import DeviceTools
 
 if TYPE_CHECKING:
     from strands.bidi import BidiAgent
@@ -135,15 +136,19 @@ class VoiceLoop:
         )
         self.playback.on_start = lambda: self.state.fire(Event.PLAYBACK_STARTED)
         self.playback.on_idle = self._playback_idle
-        self.agents = AgentBuilder(settings, model=model, session_manager=session_manager)
+        self.tools = DeviceTools()
+        self.agents = AgentBuilder(settings, model=model, session_manager=session_manager, tools=self.tools)
         self.notices = Notices(self.playback, settings.local)
         self.notices.on_spoken = self._check_done
         self.connection = self._connection(settings, on_phase)
         # What the watch for hung connections hears (`supervise.py`): plain calls, no Strands types.
         self.mic.on_turn_sent = self.connection.response_due
         self.mic.on_turn_started = self.connection.user_turn
+        self.mic.on_turn_ended = self.connection.turn_ended
         self.speaker.on_event = self.connection.model_event
         self.speaker.on_answered = self.connection.response_done
+        self.speaker.on_answering = self.connection.response_started
+        self.tools.continuity.on_sent = self.connection.response_due
         self.services: list[Service] = (
             list(services) if services is not None else [StoreRetry(lambda: self.session_manager)]
         )
@@ -163,8 +168,8 @@ class VoiceLoop:
 
         return Connection(
             self._build_agent,
-            inputs=[self.mic],
-            outputs=[self.speaker],
+            inputs=[self.mic, *self.tools.inputs],
+            outputs=[self.speaker, *self.tools.outputs],
             fire=self._fire,
             on_phase=on_phase,
             on_drop=self._dropped,
@@ -175,6 +180,7 @@ class VoiceLoop:
             backoff_max_s=m.backoff_max_s,
             build_fallback=self._build_fallback if cloud and m.fallback == "local" else None,
             probe=probe,
+            turn_waiting=self.mic.turn_waiting,
         )
 
     def _fire(self, event: Event) -> None:
@@ -288,6 +294,7 @@ class VoiceLoop:
             for t in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await t
+            await self.tools.continuity.aclose()
             await self.capture.stop()
             self.playback.stop()
             log.info("stopped: %s", self.mic.stats())
