@@ -158,3 +158,13 @@ def test_the_real_notice_is_speech(tmp_path: Any) -> None:
     notices = Notices(Player(), LocalModelSettings())
     pcm, rate = notices._espeak(LOST_TURN)
     assert rate == 16000 and len(pcm) > rate * 2  # several seconds of speech
+
+
+def test_waiting_whole_turns_are_dropped_and_an_open_turn_stays() -> None:
+    m = mic()
+    for frame in (b"S1", b"a2", b"E", b"S3", b"a4", b"E", b"S5"):
+        m.handle(frame)
+    assert m.turn_waiting()
+    assert m.drop_waiting() == 2  # two whole turns nobody will read in time
+    assert not m.turn_waiting() and read(m, 1) == [b"S5"]  # the open turn goes on
+    assert m.drop_waiting() == 0

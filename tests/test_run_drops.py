@@ -139,3 +139,12 @@ def test_down_from_the_start_the_fallback_answers_then_the_cloud_takes_over_with
     # The cloud got the offline turns as history when it came back.
     history = " ".join(str(m) for m in fake.client("conversation.item.create"))
     assert got[0].split(".")[0] in history
+
+
+def test_down_with_no_fallback_every_turn_is_told_offline(tmp_path: Path, fake: FakeOpenAIRealtime) -> None:
+    fake.refuse = True
+    r = conversation(tmp_path, fake, fallback="none").run()
+    ok(r)
+    told = sum(int(m.group(1)) for m in re.finditer(r"offline with no fallback; (\d+) turn\(s\) not answered", r.log))
+    assert told + lost(r) == len(UTTERANCES)  # each turn: told offline (or lost), none answered late
+    assert answers(r) == [] and "the offline model answers" not in r.log

@@ -158,6 +158,11 @@ class Connection[A: Agent]:
         """The agent put out an event: the connection is alive."""
         self.watch.heard()
 
+    @property
+    def has_fallback(self) -> bool:
+        """Whether an offline fallback answers while the cloud is away."""
+        return self._build_fallback is not None
+
     def response_started(self) -> None:
         """An answer began: it answers the turns sent so far."""
         self.watch.answering()

@@ -162,6 +162,17 @@ class GatedMic:
     def pending(self) -> int:
         return len(self._pending)
 
+    def drop_waiting(self) -> int:
+        """Drop the whole turns no agent has read (no model to take them); a turn still open stays. Returns
+        the turns dropped."""
+        items = list(self._pending)
+        last_end = max((i for i, (_, end) in enumerate(items) if end), default=-1)
+        if last_end < 0:
+            return 0
+        self._pending = deque(items[last_end + 1 :], maxlen=self._pending.maxlen)
+        self._reading.clear()
+        return sum(1 for _, end in items[: last_end + 1] if end)
+
     def turn_waiting(self) -> bool:
         """Whether a whole turn (its end marker) waits for the agent to read it."""
         return any(end for _, end in self._pending)

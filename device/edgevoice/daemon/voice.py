@@ -20,7 +20,7 @@ from ..pcm import RATE, StreamResampler
 from .agents import AgentBuilder
 from .connection import Connection, Phase
 from .mic import GatedMic
-from .notices import LOST_TURN, Notices
+from .notices import LOST_TURN, OFFLINE, Notices
 from .speaker import SpeakerOutput
 from .state import Event, State, StateMachine
 from .tools import DeviceTools
@@ -144,7 +144,7 @@ class VoiceLoop:
         # What the watch for hung connections hears (`supervise.py`): plain calls, no Strands types.
         self.mic.on_turn_sent = self.connection.response_due
         self.mic.on_turn_started = self.connection.user_turn
-        self.mic.on_turn_ended = self.connection.turn_ended
+        self.mic.on_turn_ended = self._turn_ended
         self.speaker.on_event = self.connection.model_event
         self.speaker.on_answered = self.connection.response_done
         self.speaker.on_answering = self.connection.response_started
@@ -183,6 +183,26 @@ class VoiceLoop:
             turn_waiting=self.mic.turn_waiting,
         )
 
+    def _turn_ended(self) -> None:
+        """A turn ended. While the cloud is away with no fallback (backing off between attempts), nobody
+        will read it for up to `model.backoff_max_s`: an answer that late would be a surprise, so the turn
+        is dropped and the user hears that the device is offline."""
+        if self.connection.phase is Phase.BACKING_OFF and self._offline_without_fallback():
+            return
+        self.connection.turn_ended()
+
+    def _offline_without_fallback(self) -> bool:
+        """With a cloud model and no fallback, drop the turns waiting for an agent and say so; True if
+        that is the case (whether or not a turn was waiting)."""
+        if self.settings.model.provider == "local" or self.connection.has_fallback:
+            return False
+        dropped = self.mic.drop_waiting()
+        if dropped:
+            self.turns_lost += dropped
+            log.warning("model: offline with no fallback; %d turn(s) not answered, telling the user", dropped)
+            self.notices.say(OFFLINE)
+        return True
+
     def _fire(self, event: Event) -> None:
         if event is Event.MODEL_BACK:
             self.agents.cloud_back()
@@ -199,6 +219,7 @@ class VoiceLoop:
             self.turns_lost += max(unanswered, 0)
             log.warning("model: %d answer(s) lost with the connection; telling the user", max(unanswered, 1))
             self.notices.say(LOST_TURN)
+        self._offline_without_fallback()  # whole turns waiting: nobody takes them before the next attempt
 
     @property
     def session_manager(self) -> SessionManager[LocalAgent] | None:
