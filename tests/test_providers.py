@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -281,3 +283,25 @@ def test_config_check_names_a_bad_endpoint(tmp_path: Path) -> None:
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2 and len(lines) == 1, r.stderr
     assert "model.endpoint 'wss://127.0.0.1:1' has the wrong scheme" in lines[0] and "https://" in lines[0]
+
+
+def test_nova_sonic_loads_without_aiohttp_and_aiohttp_still_imports_afterwards() -> None:
+    # aiohttp is 5.5 MB of idle RSS that Nova never uses (models/nova_sonic.py hides it during the import).
+    code = (
+        "import sys, edgevoice.models.nova_sonic\n"
+        "assert not [m for m in sys.modules if m.split('.')[0] == 'aiohttp'], 'aiohttp loaded'\n"
+        "import aiohttp\n"
+        "print('ok')\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+
+
+def test_the_crt_handles_nova_shares_exist_on_the_transport() -> None:
+    # A smithy-http that renamed them would silently bring back ~1.1 MB per failed reconnect.
+    from smithy_http.aio.crt import AWSCRTHTTPClient
+
+    from edgevoice.models import nova_sonic
+
+    transport = AWSCRTHTTPClient()
+    assert all(hasattr(transport, name) for name in nova_sonic._CRT_HANDLES)
