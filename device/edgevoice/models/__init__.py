@@ -59,7 +59,10 @@ def make_model(settings: Settings) -> BidiModel:
                 endpoint=m.endpoint,
             )
         if provider == "gemini_live":
-            from .gemini_live import GeminiLiveModel, resume_state
+            from .lean import UNUSED, hidden
+
+            with hidden(*UNUSED):  # google-genai: aiohttp (8 MB) and httpx's command line, never used live
+                from .gemini_live import GeminiLiveModel, resume_state
 
             key = read_api_key(m, "GOOGLE_API_KEY")
             if not key:

@@ -7,25 +7,17 @@ TLS context (`EndpointNovaSonicModel._share_crt`).
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
+from .lean import UNUSED, hidden
+
 # The AWS SDK's config module imports smithy-http's aiohttp transport (its default `transport`), and that
-# imports aiohttp whenever it is installed (google-genai brings it): 56 modules, about 5.5 MB of the idle
-# daemon's RSS, for a transport Nova never uses (Strands always passes its own AWS CRT one). smithy-http
-# treats aiohttp as optional (`HAS_AIOHTTP`), so the SDK is imported with aiohttp hidden: None in
-# sys.modules makes `import aiohttp` raise ImportError. Only during this import, and only when nothing loaded
-# aiohttp before (then it costs nothing more): whatever imports aiohttp afterwards gets the real package.
-# The daemon imports this module in the thread that builds the agent; nothing it runs meanwhile on the
-# event loop (audio, the gate, the store) imports aiohttp.
-_hide_aiohttp = "aiohttp" not in sys.modules
-if _hide_aiohttp:
-    sys.modules["aiohttp"] = None  # type: ignore[assignment]  # the import system's "not installed"
-try:
+# imports aiohttp whenever it is installed: 56 modules, about 5.5 MB of the idle daemon's RSS, for a transport
+# Nova never uses (Strands always passes its own AWS CRT one). smithy-http treats aiohttp as optional
+# (`HAS_AIOHTTP`), so the SDK is imported with it hidden (`lean.py`). The daemon imports this module in the
+# thread that builds the agent; nothing it runs meanwhile on the event loop imports aiohttp.
+with hidden(*UNUSED):
     from strands.bidi.models.bedrock import BedrockNovaSonicModel
-finally:
-    if _hide_aiohttp and "aiohttp" in sys.modules and sys.modules["aiohttp"] is None:
-        del sys.modules["aiohttp"]
 
 _CRT_HANDLES = ("_eventloop", "_client_bootstrap", "_tls_ctx")
 """What smithy-http 0.5's AWSCRTHTTPClient builds for itself in __init__: an event loop (one thread, and a
