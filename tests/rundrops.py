@@ -24,6 +24,11 @@ from edgevoice.commands.demo import speak_to_raw
 from tests.alsa import AsoundRc
 
 EDGEVOICE = str(Path(sys.executable).parent / "edgevoice")
+CLOUD_ENV = (
+    *("OPENAI_API_KEY", "GOOGLE_API_KEY", "GEMINI_API_KEY", "GOOGLE_GEMINI_BASE_URL", "SSL_CERT_FILE"),
+    *("AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"),
+)
+"""Left out of the daemon's environment unless the test sets them: the fake, not this machine, decides."""
 
 
 @dataclass
@@ -67,7 +72,7 @@ class Conversation:
 
     def run(self, watcher: Callable[[], None] | None = None, timeout_s: float = 120.0) -> Result:
         env = {**os.environ, "HOME": str(self.home), **self.env}
-        for var in ("OPENAI_API_KEY", "GOOGLE_API_KEY", "GEMINI_API_KEY", "AWS_PROFILE"):
+        for var in CLOUD_ENV:
             if var not in self.env:
                 env.pop(var, None)
         cmd = [EDGEVOICE, "-v", "run", "--config", str(self.config), "--input-pace", "1.0"]

@@ -118,7 +118,7 @@ def test_a_notice_is_synthesised_once_played_and_counted() -> None:
         calls.append(text)
         return b"\x01\x00" * 10, 16000
 
-    notices = Notices(player, LocalModelSettings(), synthesize=synth)
+    notices = Notices(player.play, LocalModelSettings(), synthesize=synth)
     spoken: list[int] = []
     notices.on_spoken = lambda: spoken.append(notices.spoken)
 
@@ -140,7 +140,7 @@ def test_a_notice_that_cannot_be_synthesised_still_counts_and_logs_one_line(capl
     def broken(text: str) -> tuple[bytes, int]:
         raise RuntimeError("espeak-ng is not installed")
 
-    notices = Notices(player, LocalModelSettings(), synthesize=broken)
+    notices = Notices(player.play, LocalModelSettings(), synthesize=broken)
 
     async def go() -> None:
         notices.say(LOST_TURN)
@@ -155,7 +155,7 @@ def test_a_notice_that_cannot_be_synthesised_still_counts_and_logs_one_line(capl
 
 
 def test_the_real_notice_is_speech(tmp_path: Any) -> None:
-    notices = Notices(Player(), LocalModelSettings())
+    notices = Notices(Player().play, LocalModelSettings())
     pcm, rate = notices._espeak(LOST_TURN)
     assert rate == 16000 and len(pcm) > rate * 2  # several seconds of speech
 
@@ -168,3 +168,19 @@ def test_waiting_whole_turns_are_dropped_and_an_open_turn_stays() -> None:
     assert m.drop_waiting() == 2  # two whole turns nobody will read in time
     assert not m.turn_waiting() and read(m, 1) == [b"S5"]  # the open turn goes on
     assert m.drop_waiting() == 0
+
+
+def test_a_barge_in_over_a_notice_charges_the_notice_not_the_answer_before_it() -> None:
+    from edgevoice.daemon.played import PlayedAudio
+
+    played = PlayedAudio()
+    played.started("r1", playing=False)
+    played.audio(0.2, queued=True)  # the cut-off answer's 0.2 s, all of it played
+    played.stopped("r1")
+    played.foreign(2.7)  # then the lost-turn notice
+    assert played.flushed(dropped_s=2.0, buffered_s=0.12) == []  # the user talked over the notice only
+    played.started("r2", playing=False)
+    played.audio(1.0, queued=True)
+    played.stopped("r2")
+    cut = played.flushed(dropped_s=0.5, buffered_s=0.12)  # no notice since the last flush: the answer is cut
+    assert len(cut) == 1 and cut[0].played_s == pytest.approx(0.38)

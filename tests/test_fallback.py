@@ -282,3 +282,20 @@ def test_an_interrupted_answer_ending_after_the_next_turn_was_sent_leaves_that_t
     w.due()
     w.answered()
     assert not w.is_due
+
+
+def test_the_fallbacks_answers_are_not_timed_as_a_hang() -> None:
+    rig = Rig([Refused()])
+
+    async def main() -> None:
+        task = asyncio.create_task(rig.conn.run())
+        await until(lambda: phase_is(rig, Phase.FALLBACK) and bool(rig.fallbacks) and rig.fallbacks[0].started, "fb")
+        rig.conn.response_due()  # a turn went to the offline model, whose recogniser may be slow on a busy Pi
+        await settle()
+        rig.clock.now += 600
+        await settle()
+        assert rig.conn.phase is Phase.FALLBACK and not rig.fallbacks[0].stop_began
+        assert 15.0 not in rig.sleep.calls  # only the probe's backoff waits
+        await stop(task)
+
+    drive(main)

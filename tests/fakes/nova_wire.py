@@ -8,10 +8,12 @@ own window is honoured on send. Event-stream messages are encoded and decoded wi
 a SigV4-signed input message (`:chunk-signature`) carries the real one as its payload. The scripted
 conversation is FakeNovaSonic's (nova.py): only the transport differs.
 
-Point the real AWS client at it with `model.endpoint = fake.url` and `fake.trust(monkeypatch)` (AWS CRT
-does not read SSL_CERT_FILE: the fake gives Strands' CRT HTTP client a trust store holding its certificate).
-Hooks: `close()` ends the response stream (END_STREAM), `kill()` resets the TCP connection, `hang()` stops
-reading and answering.
+Point the real AWS client at it with `model.endpoint = fake.url` and `fake.trust(monkeypatch)` (in this
+process: the fake gives Strands' CRT HTTP client a trust store holding its certificate), or, for a daemon
+in a subprocess, `fake.env()`: SSL_CERT_FILE naming the certificate (the CRT's TLS library reads it when
+it loads the default trust store, which a process that starts with it set does first) and dummy AWS
+credentials. Hooks: `close()` ends the response stream (END_STREAM), `kill()` resets the TCP connection,
+`hang()` stops reading and answering. Script options (`pace_s`, `tool_delay_s`) are FakeNovaSonic's.
 """
 
 from __future__ import annotations
@@ -129,7 +131,7 @@ class _Connection:
 
     async def _send_output(self) -> None:
         while True:
-            item = await self.output.queue.get()
+            item = await self.output.take()
             if not isinstance(item, bytes):  # the end of the stream (close())
                 self.writer.write(frame(DATA, END_STREAM, self.stream))
                 await self.writer.drain()
@@ -156,8 +158,8 @@ def _decode(raw: bytes) -> EventMessage:
 class WireNovaSonic:
     """HTTP/2 + event-stream server on a thread of its own; the conversation is a FakeNovaSonic script."""
 
-    def __init__(self, turns: list[Turn] | None = None, directory: Path | None = None) -> None:
-        self.script = FakeNovaSonic(turns)
+    def __init__(self, turns: list[Turn] | None = None, directory: Path | None = None, **script: float) -> None:
+        self.script = FakeNovaSonic(turns, **script)
         self.seen: Recorded = self.script.seen
         self.audio = self.script.audio
         self._tmp = None if directory else tempfile.TemporaryDirectory(prefix="fake-nova-")
@@ -191,6 +193,16 @@ class WireNovaSonic:
 
         monkeypatch.setattr(bedrock, "_BedrockAWSCRTHTTPClient", Trusting)
         return self
+
+    def env(self) -> dict[str, str]:
+        """Environment for a daemon in a subprocess: trust this fake's certificate, dummy credentials (the fake
+        verifies no signature), and no instance-metadata lookup (which would stall without a network)."""
+        return {
+            "SSL_CERT_FILE": str(self.cert),
+            "AWS_ACCESS_KEY_ID": "AKIAFAKEEDGEVOICE",
+            "AWS_SECRET_ACCESS_KEY": "fake-secret",
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
 
     def start(self) -> WireNovaSonic:
         self._thread = threading.Thread(target=self._run, name="WireNovaSonic", daemon=True)
@@ -241,6 +253,7 @@ class WireNovaSonic:
 
         def kill_all() -> None:
             for c in self._conns:
+                c.output.dead = True  # a paced answer stops instead of queueing into the dead connection
                 sock = c.writer.get_extra_info("socket")
                 with contextlib.suppress(OSError):
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))

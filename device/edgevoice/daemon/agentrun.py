@@ -116,7 +116,7 @@ class Runner:
         try:
             while True:
                 boundary = cloud is not None and cloud.done()
-                watch = asyncio.ensure_future(self._watch(boundary, idle_s))
+                watch = asyncio.ensure_future(self._watch(boundary, idle_s, timed=cloud is None))
                 waiting: set[asyncio.Future[Any]] = {run, watch}
                 if cloud is not None and not boundary:
                     waiting.add(cloud)
@@ -170,7 +170,7 @@ class Runner:
             if cloud is not None:
                 cloud.cancel()
 
-    async def _watch(self, at_boundary_ends: bool, idle_s: float) -> None:
+    async def _watch(self, at_boundary_ends: bool, idle_s: float, *, timed: bool = True) -> None:
         """Returns when the running agent must be torn down: a due answer is overdue, a stop that began has
         outlived `STOP_DEADLINE_S`, an idle connection may be closed, or (`at_boundary_ends`: the fallback)
         a turn boundary came. Sleeps (the injected sleep) only while something is due, stopping or
@@ -185,7 +185,9 @@ class Runner:
                     await self._sleep_or_poke(left)  # `up()` pokes
                     continue
             elif self.watch.is_due:
-                left = self.watch.left()
+                # The offline fallback's answers are not timed (`timed`): the local model cannot hang on a
+                # network, and on a busy Pi its recogniser may take longer than a cloud answer is allowed.
+                left = self.watch.left() if timed else None
                 if at_boundary_ends and left is not None and left > 0:
                     await self._sleep_or_poke(left)  # the answer's end is the boundary waited for
                     continue

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ..config import LocalModelSettings
@@ -24,22 +24,19 @@ OFFLINE = "Sorry, I can't reach the cloud right now. Please try again in a momen
 """Said for a turn spoken while the cloud is away and no offline fallback answers (`model.fallback = "none"`)."""
 
 
-class Player(Protocol):
-    def play(self, pcm: bytes, rate: int) -> None: ...
-
-
 class Notices:
-    """Speaks notices through `player`, one after another. `spoken` counts the notices handed to the player;
-    `busy` is True while one is still being synthesised; `on_spoken` is called after each."""
+    """Speaks notices through `play(pcm, rate)` (the speaker's `play_notice`), one after another. `spoken`
+    counts the notices handed to the player; `busy` is True while one is still being synthesised;
+    `on_spoken` is called after each."""
 
     def __init__(
         self,
-        player: Player,
+        play: Callable[[bytes, int], None],
         settings: LocalModelSettings,
         *,
         synthesize: Callable[[str], tuple[bytes, int]] | None = None,
     ) -> None:
-        self._player = player
+        self._play_pcm = play
         self._settings = settings
         self._synthesize = synthesize or self._espeak
         self._cache: dict[str, tuple[bytes, int]] = {}
@@ -78,7 +75,7 @@ class Notices:
 
     def _play(self, pcm: bytes, rate: int) -> None:
         if pcm:
-            self._player.play(pcm, rate)
+            self._play_pcm(pcm, rate)
         self.spoken += 1
 
     def _espeak(self, text: str) -> tuple[bytes, int]:

@@ -77,6 +77,7 @@ class PlayedAudio:
     """The answers whose audio may still be in the player, newest last."""
 
     def __init__(self, keep: int = 8) -> None:
+        self._foreign_s = 0.0  # notice audio queued since the last flush
         self._keep = keep
         self._answers: list[Answer] = []
 
@@ -126,6 +127,10 @@ class PlayedAudio:
         for answer in self._answers:
             answer.stopped = True
 
+    def foreign(self, seconds: float) -> None:
+        """Audio that is no answer's (a spoken notice) was queued after the answers': a flush drops it first."""
+        self._foreign_s += seconds
+
     def flushed(self, dropped_s: float, buffered_s: float) -> list[Answer]:
         """The player was flushed: `dropped_s` of queued audio went unplayed. Returns the answers cut, newest
         first.
@@ -139,6 +144,10 @@ class PlayedAudio:
         taken from the newest answer back.
         """
         unplayed = dropped_s + (buffered_s if dropped_s > 0 else 0.0)
+        # A notice queued after the answers is the newest audio: what the flush dropped was its first. (Audio of
+        # an answer queued after a notice makes this err towards "heard", as above.)
+        unplayed -= min(unplayed, self._foreign_s)
+        self._foreign_s = 0.0
         cut: list[Answer] = []
         for answer in reversed(self._answers):
             if answer.flushed:

@@ -92,6 +92,11 @@ class SpeakerOutput:
     def is_playing(self) -> bool:
         return self._player.is_playing
 
+    def play_notice(self, pcm: bytes, rate: int) -> None:
+        """Play audio that is no answer (`notices.py`): a barge-in over it must not count it as an answer's."""
+        self._played.foreign(len(pcm) / SAMPLE_BYTES / rate)
+        self._player.play(pcm, rate)
+
     def flush(self) -> int:
         """Barge-in by the user: drop the answer being played and whatever of it still arrives, tell the
         model, and cut the stored transcript to what was played. Returns the bytes dropped."""

@@ -138,7 +138,7 @@ class VoiceLoop:
         self.playback.on_idle = self._playback_idle
         self.tools = DeviceTools()
         self.agents = AgentBuilder(settings, model=model, session_manager=session_manager, tools=self.tools)
-        self.notices = Notices(self.playback, settings.local)
+        self.notices = Notices(self.speaker.play_notice, settings.local)
         self.notices.on_spoken = self._check_done
         self.connection = self._connection(settings, on_phase)
         # What the watch for hung connections hears (`supervise.py`): plain calls, no Strands types.
@@ -209,15 +209,19 @@ class VoiceLoop:
         self.state.fire(event)
 
     def _dropped(self, owed: bool) -> None:
-        """The connection failed: a turn it had read in part goes again to the next one; answers it owed
-        are lost, and the user hears so (`notices.LOST_TURN`) rather than silence. Owed: the connection's
-        watch had an answer due, or turns were sent that no answer ended (the user may have begun the next
-        turn meanwhile, which takes the floor from the watch, not the debt)."""
+        """The connection failed: a turn it had read in part goes again to the next one; turns it had taken
+        whole that no answer ended are lost, and the user hears so (`notices.LOST_TURN`) rather than silence.
+        (A tool call's turn ends two responses, so a drop right after one can go untold: the count errs
+        towards silence rather than towards telling the user of an answer that then comes.)"""
         self.mic.connection_lost()
+        # Counted from turns, not from the watch's `owed`: a turn the mic resends whole is not lost (the watch
+        # owed its answer from the gate's turn end), nor is a tool result the tools resend (`daemon/tools.py`).
         unanswered = self.mic.turns_sent - self.speaker.responses_done - self.turns_lost
-        if owed or unanswered > 0:
-            self.turns_lost += max(unanswered, 0)
-            log.warning("model: %d answer(s) lost with the connection; telling the user", max(unanswered, 1))
+        if self.tools.continuity.calls:
+            unanswered -= 1  # a tool call in flight: its result goes to the next connection, which answers the turn
+        if unanswered > 0:
+            self.turns_lost += unanswered
+            log.warning("model: %d answer(s) lost with the connection; telling the user", unanswered)
             self.notices.say(LOST_TURN)
         self._offline_without_fallback()  # whole turns waiting: nobody takes them before the next attempt
 
