@@ -19,6 +19,11 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
+END_OF_TURN = "edgevoice_end_of_turn"
+"""Key set in the `source` of each turn's end-marker AudioDelta (the mic's 600 ms of digital silence; Strands
+hands the object to `model.send` as it is): a model that can end the turn itself does so there
+(models/openai_realtime.py); others ignore it."""
+
 RATE: Final = 16000
 """Hz: the rate of every frame between capture and the models (the gate's and the local model's)."""
 SAMPLE_BYTES: Final = 2

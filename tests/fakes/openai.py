@@ -4,6 +4,14 @@ Strands 1.62's OpenAIRealtimeModel parses; see /work/shared/providers.md).
 Point a model at it with `model.endpoint = fake.url`. Each scripted Turn plays once the client has appended
 `trigger_bytes` of input audio (server VAD, faked) or created a user text item.
 
+Turn ends, as the real server has them: server VAD (a `Turn.silence_ms` turn ends on trailing digital silence,
+as long as the session's `turn_detection.silence_duration_ms` when the client set one: the real server uses the
+session's value) commits the buffer and answers at once (`create_response`); a client's
+`input_audio_buffer.commit` commits it (`input_audio_buffer.committed`, or the error
+`input_audio_buffer_commit_empty` under 100 ms of audio) and answers nothing until `response.create` (answered
+with `conversation_already_has_active_response` while an answer streams). `ends` records when and how each
+turn ended (`time.monotonic()`, "vad" or "commit").
+
 Client barge-in: `response.cancel` stops the answer being streamed (`response.done` with status `cancelled`,
 reason `client_cancelled`) or, with none streaming, is answered with the error `response_cancel_not_active`, as
 the real server does; `conversation.item.truncate` is answered with `conversation.item.truncated`, or with an
@@ -16,7 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import json
+import time
 from typing import Any
 
 from websockets.asyncio.server import ServerConnection
@@ -24,6 +34,8 @@ from websockets.asyncio.server import ServerConnection
 from .base import ThreadedFake, Turn, b64, tone
 
 OUTPUT_RATE = 24000  # OpenAI Realtime speaks 24 kHz PCM
+INPUT_RATE = 24000  # and hears 24 kHz PCM
+MIN_COMMIT_BYTES = INPUT_RATE * 2 // 10  # the real server refuses to commit less than 100 ms of audio
 
 
 class FakeOpenAIRealtime(ThreadedFake):
@@ -37,8 +49,13 @@ class FakeOpenAIRealtime(ThreadedFake):
         self.item_audio_ms: dict[str, float] = {}  # audio sent per assistant item
         self.errors: list[dict[str, Any]] = []  # error events the fake sent
         self._streaming: str | None = None  # the response whose audio is being sent
+        self._active: dict[ServerConnection, str] = {}  # per connection (a session's): the response being
+        # answered, from its response.created until its response.done
         self._cancel = False  # the client's response.cancel
         self._vad_barge = False  # barge_in(): server VAD heard the user
+        self.ends: list[tuple[float, str]] = []  # (time.monotonic(), "vad" | "commit") of each turn's end
+        self.vad_silence_ms: int | None = None  # the session's turn_detection.silence_duration_ms
+        self.vad_on = True  # turn_detection null in the session turns server VAD off
 
     def barge_in(self) -> None:
         """Server VAD hears the user over the answer being streamed (run with `pace_s`): it is cut off as a
@@ -60,6 +77,7 @@ class FakeOpenAIRealtime(ThreadedFake):
     async def converse(self, ws: ServerConnection) -> None:
         pending = 0
         waiting_tool: Turn | None = None
+        committed: Turn | None = None  # a turn the client committed: answered on its response.create
         text_waiting = False
         await self._send(ws, {"type": "session.created", "session": {}})
         async for raw in ws:
@@ -67,12 +85,14 @@ class FakeOpenAIRealtime(ThreadedFake):
             self.seen.messages.append(msg)
             kind = msg.get("type")
             if kind == "session.update":
+                self._configure(msg.get("session", {}))
                 await self._send(ws, {"type": "session.updated", "session": msg.get("session", {})})
             elif kind == "input_audio_buffer.append":
                 pcm = base64.b64decode(msg["audio"])
                 self.seen.audio_in += len(pcm)
                 pending += len(pcm)
-                if self.turn_ends(pending, pcm, 24000):
+                if self.vad_on and self.turn_ends(pending, pcm, INPUT_RATE):
+                    self.ends.append((time.monotonic(), "vad"))
                     pending = 0
                     turn = self.next_turn()
                     assert turn is not None
@@ -82,6 +102,29 @@ class FakeOpenAIRealtime(ThreadedFake):
                         self._tasks.add(task)
                     else:
                         waiting_tool = await self.play(ws, turn)
+            elif kind == "input_audio_buffer.commit":
+                if pending < MIN_COMMIT_BYTES:
+                    await self._error(ws, "input_audio_buffer_commit_empty", "buffer too small")
+                    continue
+                self.ends.append((time.monotonic(), "commit"))
+                pending = 0
+                self._silent_bytes = self._voiced_bytes = 0  # the buffer VAD listens to starts afresh
+                committed = self.next_turn()
+                if committed is not None:
+                    await self.user_said(ws, committed.user)
+                else:  # unscripted speech: committed all the same, and nothing to answer with
+                    await self._send(ws, {"type": "input_audio_buffer.committed", "item_id": self._id("item")})
+            elif kind == "response.create" and committed is not None and waiting_tool is None:
+                if ws in self._active:
+                    await self._error(ws, "conversation_already_has_active_response", "a response is in progress")
+                    continue
+                turn, committed = committed, None
+                if self.pace_s and turn.tool is None:
+                    task = asyncio.ensure_future(self.play(ws, turn, spoken=False))
+                    task.add_done_callback(lambda t: t.cancelled() or t.exception())
+                    self._tasks.add(task)
+                else:
+                    waiting_tool = await self.play(ws, turn, spoken=False)
             elif kind == "response.cancel":
                 if self._streaming is not None:
                     self._cancel = True
@@ -105,6 +148,26 @@ class FakeOpenAIRealtime(ThreadedFake):
             elif kind == "response.create" and text_waiting and (turn := self.next_turn()):
                 text_waiting = False
                 waiting_tool = await self.play(ws, turn, spoken=False)
+
+    def _configure(self, session: dict[str, Any]) -> None:
+        """What the real server takes from `session.update` for its VAD."""
+        audio_in = session.get("audio", {}).get("input", {})
+        if "turn_detection" in audio_in:
+            detection = audio_in["turn_detection"]
+            self.vad_on = detection is not None
+            self.vad_silence_ms = (detection or {}).get("silence_duration_ms")
+
+    def turn_ends(self, pending: int, pcm: bytes, rate: int) -> bool:
+        """The base's faked VAD, with the session's silence duration when it set one (the real server's)."""
+        i = self._turn_index
+        if self.vad_silence_ms is None or i >= len(self.turns) or not self.turns[i].silence_ms:
+            return super().turn_ends(pending, pcm, rate)
+        scripted = self.turns[i]
+        self.turns[i] = dataclasses.replace(scripted, silence_ms=self.vad_silence_ms)
+        try:
+            return super().turn_ends(pending, pcm, rate)
+        finally:
+            self.turns[i] = scripted
 
     async def _send(self, ws: ServerConnection, event: dict[str, Any]) -> None:
         await self.pause()
@@ -154,7 +217,16 @@ class FakeOpenAIRealtime(ThreadedFake):
         return None
 
     async def answer(self, ws: ServerConnection, turn: Turn) -> None:
-        response, item = self._id("resp"), self._id("item")
+        response = self._id("resp")
+        self._active[ws] = response  # until its response.done is sent, or the answer is cut off by a drop
+        try:
+            await self._answer(ws, turn, response)
+        finally:
+            if self._active.get(ws) == response:
+                del self._active[ws]
+
+    async def _answer(self, ws: ServerConnection, turn: Turn, response: str) -> None:
+        item = self._id("item")
         ids = {"response_id": response, "item_id": item, "output_index": 0, "content_index": 0}
         await self._send(ws, {"type": "response.created", "response": {"id": response, "status": "in_progress"}})
         await self._send(ws, {"type": "response.output_audio_transcript.delta", **ids, "delta": turn.assistant})

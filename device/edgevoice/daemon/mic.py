@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..gate import GateEvent, TurnEnded, TurnFrame, TurnStarted
-from ..pcm import ms_bytes
+from ..pcm import END_OF_TURN, ms_bytes
 from .state import Event, StateMachine
 
 if TYPE_CHECKING:
@@ -147,7 +147,10 @@ class GatedMic:
             if end and self.on_turn_sent:
                 self.on_turn_sent()
             if out:  # a resampler may hold back a short first chunk
-                return AudioDelta(format="pcm", source={"bytes": out})
+                delta = AudioDelta(format="pcm", source={"bytes": out})
+                if end:
+                    delta.source[END_OF_TURN] = True  # type: ignore[literal-required]
+                return delta
 
     def connection_lost(self) -> None:
         """The connection dropped: a turn it had read only in part is queued again, whole, for the next one."""
