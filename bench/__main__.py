@@ -27,7 +27,7 @@ def main() -> int:
     ap.add_argument("--only", default="", help="run only modules whose name contains this")
     args = ap.parse_args()
     if not args.json:
-        print(f"{'name':<52} {'value':>10} {'unit':<10} {'anchor':>10} {'ratio':>8}  {'goal':<14} ok")
+        print(f"{'name':<62} {'value':>10} {'unit':<10} {'anchor':>10} {'ratio':>8}  {'goal':<14} ok")
     failed = 0
     for name in _modules():
         if args.only not in name:
@@ -40,7 +40,7 @@ def main() -> int:
             else:
                 ok = {True: "yes", False: "NO", None: ""}[r.ok]
                 print(
-                    f"{r.name:<52} {fmt(r.value):>10} {r.unit:<10} {fmt(r.anchor):>10} "
+                    f"{r.name:<62} {fmt(r.value):>10} {r.unit:<10} {fmt(r.anchor):>10} "
                     f"{fmt(r.ratio):>8}  {r.goal:<14} {ok}",
                     flush=True,
                 )

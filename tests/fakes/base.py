@@ -6,6 +6,7 @@ thread-safe and bounded in time. The hooks the supervision tests need:
 - `close(code)`: a clean websocket close (close frame with `code`) of every open connection;
 - `kill()`: an abrupt drop: TCP RST (SO_LINGER 0), no close frame, as when the network dies;
 - `hang()`: the fake stops answering and reading (pings unanswered, sends pile up in the kernel buffers);
+- `unhang()`: new connections are served again; the hung ones stay silent (the client must reconnect);
 - `refuse = True`: new connections are dropped right after the handshake (the server is "down").
 """
 
@@ -172,6 +173,16 @@ class ThreadedFake:
                 ws.transport.pause_reading()
 
         self._call(hang_all())
+
+    def unhang(self) -> None:
+        """The server answers again after `hang()`: connections opened from now on are served as usual.
+        Those that were hung stay silent (reading paused, parked until `stop()`): a client must reconnect,
+        as it must when a stalled server recovers but the sockets it stalled on are dead."""
+
+        async def unhang_all() -> None:
+            self._hung = False
+
+        self._call(unhang_all())
 
     def wait(self, predicate: Callable[[Recorded], bool], timeout: float = 10) -> bool:
         """Poll `predicate(self.seen)` until true or `timeout` seconds passed."""
