@@ -299,3 +299,15 @@ def test_the_fallbacks_answers_are_not_timed_as_a_hang() -> None:
         await stop(task)
 
     drive(main)
+
+
+def test_an_answer_that_begins_before_its_end_marker_is_read_still_settles_the_turn() -> None:
+    from edgevoice.daemon.supervise import ResponseWatch
+
+    w = ResponseWatch(15.0, FakeClock())
+    w.user_turn()
+    w.ended()
+    w.answering()  # the local model heard the silence inside the turn and began to answer
+    w.due()  # only now did the agent read the turn's end marker
+    w.answered()
+    assert not w.is_due and w.at_boundary  # a boundary: the fallback may hand back to the cloud here

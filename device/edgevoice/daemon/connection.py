@@ -287,6 +287,7 @@ class Connection[A: Agent]:
                 log.debug("model: probe failed: %s", reason(e))
                 ok = False
             if ok:
+                log.info("model: the cloud's endpoint answers again; switching back at the next turn boundary")
                 return
             self._retry_in = self.backoff.failed()
             log.debug("model: the cloud is still away; next probe in %.1f s", self._retry_in)

@@ -66,8 +66,8 @@ class ResponseWatch:
         """A user turn is open (began, not yet sent): the user has the floor."""
         self.active_at = clock()
         """The last time anything happened: a turn, a model event, an answer's end."""
-        self._sent = 0  # turns sent (`due`)
-        self._answers: int | None = None  # `_sent` when the current answer began; None: no answer begun
+        self._answering = False  # an answer began and has not ended
+        self._newer_turn = False  # a user turn began while that answer played
 
     @property
     def is_due(self) -> bool:
@@ -82,7 +82,6 @@ class ResponseWatch:
         """A user turn (or a tool result) was sent: an answer is owed from now."""
         self._since = self.active_at = self._clock()
         self.floor = False
-        self._sent += 1
 
     def ended(self) -> None:
         """A user turn ended (its end marker is queued for the agent): an answer is owed from now, even if
@@ -92,8 +91,9 @@ class ResponseWatch:
             self._since = self.active_at = self._clock()
 
     def answering(self) -> None:
-        """An answer began: it answers the turns sent so far (not one sent while it plays)."""
-        self._answers = self._sent
+        """An answer began (possibly before its turn's end marker was read: a model may end the turn on
+        the silence inside it)."""
+        self._answering, self._newer_turn = True, False
 
     def heard(self) -> None:
         """Any model event: the connection is alive."""
@@ -102,23 +102,22 @@ class ResponseWatch:
             self._since = self.active_at
 
     def answered(self) -> None:
-        """The answer ended (or the connection is new): nothing is owed, unless a turn was sent after that
-        answer began (a barge-in: the interrupted answer's end arrives after the next turn was sent)."""
+        """The answer ended: nothing is owed, unless a user turn began while it played (a barge-in: the
+        interrupted answer's end may arrive after that newer turn was sent, whose answer is still owed)."""
         self.active_at = self._clock()
-        if self._answers is not None and self._answers < self._sent:
-            self._answers = None
-            return
-        self._since = None
-        self._answers = None
+        newer, self._answering, self._newer_turn = self._newer_turn, False, False
+        if not newer:
+            self._since = None
 
     def settle(self) -> None:
         """The connection is new, or went: nothing is owed on it."""
         self._since = None
-        self._answers = None
+        self._answering = self._newer_turn = False
         self.active_at = self._clock()
 
     def user_turn(self) -> None:
         """A user turn began: the user has the floor, nothing is owed until it is sent."""
+        self._newer_turn = self._answering
         self._since = None
         self.floor = True
         self.active_at = self._clock()
