@@ -15,70 +15,26 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 from strands import tool
 from strands.bidi import BidiAgent
 
-from edgevoice import config
 from edgevoice.models import make_model
 from edgevoice.session import DurableFileSessionManager
 from tests.fakes.agent import Reader, speak, stored_messages, texts
 from tests.fakes.base import Turn
-from tests.fakes.gemini import FakeGeminiLive
-from tests.fakes.nova import FakeNovaSonic
-from tests.fakes.nova_wire import WireNovaSonic
-from tests.fakes.openai import FakeOpenAIRealtime
+from tests.toolrig import Rig, rig  # the fake started, credentials faked, `model.endpoint` at it
 
 PROVIDERS = ["openai_realtime", "gemini_live", "nova_sonic", "nova_sonic_seam"]
-CLOUD_ENV = ("OPENAI_API_KEY", "GOOGLE_API_KEY", "GEMINI_API_KEY", "GOOGLE_GEMINI_BASE_URL", "AWS_PROFILE")
 
 
 @tool
 def clock(city: str) -> str:
     """The time in a city."""
     return f"noon in {city}"
-
-
-@dataclass
-class Rig:
-    provider: str
-    fake: Any
-    settings: config.Settings
-
-
-@contextmanager
-def rig(name: str, turns: list[Turn], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Rig]:
-    provider = name.removesuffix("_seam")
-    for var in CLOUD_ENV:
-        monkeypatch.delenv(var, raising=False)
-    fake: Any
-    if provider == "openai_realtime":
-        monkeypatch.setenv("OPENAI_API_KEY", "sk-fake-edgevoice")
-        fake = FakeOpenAIRealtime(turns)
-    elif provider == "gemini_live":
-        monkeypatch.setenv("GOOGLE_API_KEY", "AIzaFakeEdgevoice")
-        fake = FakeGeminiLive(turns, tmp_path)
-        monkeypatch.setenv("SSL_CERT_FILE", str(fake.cert))  # read when make_model builds the genai client
-    else:
-        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAFAKEEDGEVOICE")
-        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "fake-secret")
-        monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-        fake = FakeNovaSonic(turns).install(monkeypatch) if name.endswith("_seam") else WireNovaSonic(turns, tmp_path)
-        if isinstance(fake, WireNovaSonic):
-            fake.trust(monkeypatch)
-    fake.start()
-    try:
-        endpoint = fake.url if hasattr(fake, "url") else "https://127.0.0.1:9/nova"
-        settings = config.replace(config.Settings(), model={"provider": provider, "endpoint": endpoint})
-        yield Rig(name, fake, settings)
-    finally:
-        fake.stop()
 
 
 def agent_for(r: Rig, storage: Path | None = None) -> BidiAgent:
