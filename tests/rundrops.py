@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -99,6 +100,20 @@ class Conversation:
 
 def text_of(message: dict[str, Any]) -> str:
     return " ".join(str(b["text"]) for b in message["content"] if "text" in b).strip()
+
+
+LOST = "answer(s) lost with the connection; telling the user"
+"""What the daemon logs when it tells the user answers were lost with a connection."""
+
+
+def answers(r: Result) -> list[str]:
+    """The assistant texts on disk, in order."""
+    return [text_of(m) for m in r.messages if m["role"] == "assistant" and text_of(m)]
+
+
+def lost(r: Result) -> int:
+    """Answers the daemon told the user were lost, summed over its log."""
+    return sum(int(m.group(1)) for m in re.finditer(r"model: (\d+) answer\(s\) lost", r.log))
 
 
 def check_store(r: Result) -> None:

@@ -12,7 +12,7 @@ import pytest
 
 from tests.fakes.base import Turn
 from tests.fakes.openai import FakeOpenAIRealtime
-from tests.rundrops import Conversation, Result, check_store, text_of, until
+from tests.rundrops import LOST, Conversation, Result, answers, check_store, lost, until
 
 # Voices and sentences not used to tune the gate or the local model's tests.
 UTTERANCES = [
@@ -20,7 +20,6 @@ UTTERANCES = [
     ("Remember that my sister is called Dana.", "en-us+f3"),
     ("What is the date today?", "en-gb-scotland"),
 ]
-LOST = "answer(s) lost with the connection; telling the user"
 
 
 def cloud_turns(n: int) -> list[Turn]:
@@ -49,14 +48,6 @@ def conversation(tmp_path: Path, fake: FakeOpenAIRealtime, gap_s: float = 0.0, *
         **model,
     }
     return Conversation(tmp_path, UTTERANCES, settings, env={"OPENAI_API_KEY": "sk-fake-edgevoice-drops"}, gap_s=gap_s)
-
-
-def answers(r: Result) -> list[str]:
-    return [text_of(m) for m in r.messages if m["role"] == "assistant" and text_of(m)]
-
-
-def lost(r: Result) -> int:
-    return sum(int(m.group(1)) for m in re.finditer(r"model: (\d+) answer\(s\) lost", r.log))
 
 
 def ok(r: Result) -> None:

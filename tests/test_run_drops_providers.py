@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ from tests.fakes.base import Turn
 from tests.fakes.gemini import FakeGeminiLive
 from tests.fakes.nova_wire import WireNovaSonic
 from tests.fakes.openai import FakeOpenAIRealtime
-from tests.rundrops import Conversation, Result, check_store, text_of, until
+from tests.rundrops import LOST, Conversation, Result, answers, check_store, lost, until
 from tests.toolrig import TEXT_RESULT, tool_pairs
 
 # Voices and sentences not used to tune the gate or the local model's tests (nor test_run_drops.py's).
@@ -36,7 +35,6 @@ UTTERANCES = [
     ("What time is it right now, please?", "en-us+f3"),
     ("Thank you, that will be all for today.", "en-gb-scotland"),
 ]
-LOST = "answer(s) lost with the connection; telling the user"
 PACE_S = 0.1  # between answer audio chunks
 TOOL_DELAY_S = 2.0  # before a tool result is answered
 CHUNKS = 4  # audio chunks of an answer
@@ -135,14 +133,6 @@ def conversation(tmp_path: Path, cloud: Cloud) -> Conversation:
         "backoff_max_s": 1,
     }
     return Conversation(tmp_path, UTTERANCES, settings, env=cloud.env)
-
-
-def answers(r: Result) -> list[str]:
-    return [text_of(m) for m in r.messages if m["role"] == "assistant" and text_of(m)]
-
-
-def lost(r: Result) -> int:
-    return sum(int(m.group(1)) for m in re.finditer(r"model: (\d+) answer\(s\) lost", r.log))
 
 
 def run(tmp_path: Path, cloud: Cloud, watcher: Callable[[], None]) -> Result:
