@@ -64,6 +64,7 @@ class Runner:
         *,
         clock: Clock,
         sleep: Callable[[float], Awaitable[None]],
+        connect_timeout_s: float = math.inf,
     ) -> None:
         self.watch = watch
         self._outputs = outputs
@@ -76,8 +77,8 @@ class Runner:
         """The last run's stop was abandoned: its agent (and model) must not be started again."""
         self._up = True  # the running agent's model connected
         self._connect_by = 0.0  # when it must have connected
-        self.connect_timeout_s = math.inf
-        """How long a model may take to connect (the connection sets `model.response_timeout_s`)."""
+        self.connect_timeout_s = connect_timeout_s
+        """How long a model may take to connect (the connection passes `model.response_timeout_s`)."""
 
     def up(self) -> None:
         """The running agent's model connected (its `StartMarker` started)."""

@@ -123,8 +123,7 @@ class Connection[A: Agent]:
         self._turn_waiting = turn_waiting  # a whole turn waits for the agent (the mic): owed once connected
         self._probe = probe
         self.watch = ResponseWatch(response_timeout_s, clock)
-        self.runner = Runner(self.watch, list(outputs), clock=clock, sleep=sleep)
-        self.runner.connect_timeout_s = connect_timeout_s
+        self.runner = Runner(self.watch, list(outputs), clock=clock, sleep=sleep, connect_timeout_s=connect_timeout_s)
         self._inputs = [StartMarker(self._connected, self.runner.stopping), *inputs]
         self._fallback_inputs = [StartMarker(self.runner.up, self.runner.stopping), *inputs]
         self._fire = fire
