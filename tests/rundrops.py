@@ -23,6 +23,7 @@ from typing import Any
 
 from edgevoice.commands.demo import speak_to_raw
 from tests.alsa import AsoundRc
+from tests.fakes.agent import message_files
 
 EDGEVOICE = str(Path(sys.executable).parent / "edgevoice")
 CLOUD_ENV = (
@@ -92,9 +93,9 @@ class Conversation:
                 proc.wait()
                 rc = -9
         text = log.read_text(errors="replace")
-        d = self.sessions / "session_default" / "agents" / "agent_edgevoice" / "messages"
-        files = sorted((p.name for p in d.glob("message_*.json")), key=lambda n: int(n[8:-5])) if d.exists() else []
-        messages = [json.loads((d / n).read_text())["message"] for n in files]
+        paths = message_files(self.sessions, "default", "edgevoice")
+        files = [p.name for p in paths]
+        messages = [json.loads(p.read_text())["message"] for p in paths]
         return Result(rc, text, messages, files, time.monotonic() - started)
 
 

@@ -27,6 +27,7 @@ from strands.bidi.types.media import AudioDelta
 from websockets.asyncio.server import ServerConnection
 
 from edgevoice import config
+from tests.fakes.agent import message_files as message_files  # re-exported for the tests using the rig
 from tests.fakes.agent import stored_messages
 from tests.fakes.base import Turn
 from tests.fakes.gemini import FakeGeminiLive
@@ -186,11 +187,6 @@ def rig(
         yield Rig(name, fake, settings)
     finally:
         fake.stop()
-
-
-def message_files(storage: Path, session_id: str, agent_id: str) -> list[Path]:
-    directory = storage / f"session_{session_id}" / "agents" / f"agent_{agent_id}" / "messages"
-    return sorted(directory.glob("message_*.json"), key=lambda p: int(p.stem.split("_")[1]))
 
 
 def tool_pairs(messages: list[dict[str, Any]], tool_use_id: str) -> dict[str, int]:

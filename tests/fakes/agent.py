@@ -86,11 +86,15 @@ async def speak(agent: BidiAgent, nbytes: int, chunk: int = 640) -> None:
         sent += n
 
 
+def message_files(storage: Path, session_id: str, agent_id: str) -> list[Path]:
+    """The message files of a FileSessionManager-layout store, in index order (none when it has no agent yet)."""
+    directory = storage / f"session_{session_id}" / "agents" / f"agent_{agent_id}" / "messages"
+    return sorted(directory.glob("message_*.json"), key=lambda p: int(p.stem.split("_")[1]))
+
+
 def stored_messages(storage: Path, session_id: str, agent_id: str) -> list[dict[str, Any]]:
     """The messages a FileSessionManager-layout store holds, in order."""
-    directory = storage / f"session_{session_id}" / "agents" / f"agent_{agent_id}" / "messages"
-    files = sorted(directory.glob("message_*.json"), key=lambda p: int(p.stem.split("_")[1]))
-    return [json.loads(p.read_text())["message"] for p in files]
+    return [json.loads(p.read_text())["message"] for p in message_files(storage, session_id, agent_id)]
 
 
 def texts(messages: list[dict[str, Any]], role: str) -> list[str]:
