@@ -58,6 +58,9 @@ def positive_int(flag: str, text: str | None) -> int | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..models.lean import lean_botocore
+
+    lean_botocore()  # first, before anything imports strands (and botocore with it)
     from .. import checks
     from ..audio import alsalib
     from ..audio.devices import check_devices

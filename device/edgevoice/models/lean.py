@@ -11,12 +11,27 @@ Only names nothing has loaded yet are hidden, so code that uses them keeps worki
 from __future__ import annotations
 
 import contextlib
+import importlib
 import sys
 from collections.abc import Iterator
 
-UNUSED = ("aiohttp", "click", "pygments")
+UNUSED = ("aiohttp", "click", "pygments", "httpx2")
 """aiohttp: the SDKs' optional async HTTP transport (Nova's SDK passes its own AWS CRT one; Gemini Live
-talks over websockets); click and pygments: httpx's command line (`httpx._main`, imported in a try)."""
+talks over websockets); click and pygments: httpx's command line (`httpx._main`, imported in a try); httpx2:
+a fork of httpx that google-genai imports beside httpx when installed, for REST calls Gemini Live never makes
+(httpx stays its default)."""
+
+BOTOCORE_UNUSED = ("awscrt",)
+"""botocore imports the AWS CRT (about 7 MB of RSS) when it is installed, to sign and checksum with it.
+Strands imports botocore for its Bedrock text model, which the daemon never runs, and botocore works without
+it (`HAS_CRT` False: its own signer). Nova Sonic's SDK needs the CRT and imports it itself when chosen."""
+
+
+def lean_botocore() -> None:
+    """Import botocore without the AWS CRT (`BOTOCORE_UNUSED`). Call it before anything imports strands or
+    boto3: botocore decides once, when `botocore.compat` is first imported."""
+    with hidden(*BOTOCORE_UNUSED):
+        importlib.import_module("botocore.compat")  # botocore has no type hints
 
 
 @contextlib.contextmanager
