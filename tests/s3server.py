@@ -10,6 +10,13 @@ and no request can leave the machine.
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,6 +39,54 @@ def s3_server() -> Iterator[str]:
         yield f"http://{host}:{port}"
     finally:
         server.stop()
+
+
+@contextmanager
+def moto_process(*, timeout_s: float = 30.0) -> Iterator[str]:
+    """Starts moto's server as a separate process (so it does not share the GIL with the code under
+    test or a benchmark); yields its endpoint URL once it answers; terminates it (then kills) on exit."""
+    exe = Path(sys.executable).with_name("moto_server")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "moto.server"]
+    # The port is picked by binding 0 and released before moto binds it; another process could take
+    # it in between, so a moto that dies at startup gets a few more tries on fresh ports.
+    for attempt in range(3):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        endpoint = f"http://127.0.0.1:{port}"
+        with tempfile.TemporaryFile() as log:
+            proc = subprocess.Popen(
+                [*cmd, "-H", "127.0.0.1", "-p", str(port)], stdin=subprocess.DEVNULL, stdout=log, stderr=log
+            )
+            try:
+                if _wait_until_answers(proc, endpoint, time.monotonic() + timeout_s):
+                    yield endpoint
+                    return
+                log.seek(0)
+                output = log.read().decode(errors="replace")
+                if proc.poll() is None or attempt == 2:
+                    raise RuntimeError(f"moto_server did not answer on {endpoint} within {timeout_s} s:\n{output}")
+            finally:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=5)
+
+
+def _wait_until_answers(proc: subprocess.Popen[bytes], endpoint: str, deadline: float) -> bool:
+    """Polls GET / until moto answers (True), the process exits or the deadline passes (False)."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via an HTTP(S)_PROXY
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with opener.open(endpoint + "/", timeout=1):
+                return True
+        except urllib.error.HTTPError:
+            return True  # any HTTP answer means it is serving
+        except OSError:
+            time.sleep(0.1)
+    return False
 
 
 def boto_session() -> boto3.Session:

@@ -102,8 +102,12 @@ def test_verbose_keeps_wire_loggers_at_info_unless_named(log_stream: io.StringIO
     assert logging.getLogger("strands.bidi.agent").isEnabledFor(logging.DEBUG)
     for name in WIRE:
         assert not logging.getLogger(name).isEnabledFor(logging.DEBUG), name
-        assert logging.getLogger(name).isEnabledFor(logging.INFO), name
-    logs.setup(verbose=True, debug_loggers=["websockets"], stream=log_stream)
+        # botocore's routine INFO ("Found credentials in environment variables.") is not wanted on stderr
+        chatty = name.split(".")[0] in logs.CHATTY_LOGGERS
+        assert logging.getLogger(name).isEnabledFor(logging.INFO) is not chatty, name
+        assert logging.getLogger(name).isEnabledFor(logging.WARNING), name
+    logs.setup(verbose=True, debug_loggers=["websockets", "botocore"], stream=log_stream)
+    assert logging.getLogger("botocore.endpoint").isEnabledFor(logging.DEBUG)
     assert logging.getLogger("websockets.client").isEnabledFor(logging.DEBUG)
     assert not logging.getLogger("smithy_core").isEnabledFor(logging.DEBUG)
     logs.setup(stream=log_stream)  # without -v: INFO everywhere, the named ones back too

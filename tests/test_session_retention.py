@@ -13,7 +13,7 @@ import pytest
 from edgevoice.config import SessionSettings
 from edgevoice.session.current import set_current
 from edgevoice.session.inspect import SessionInfo, list_sessions, session_info
-from edgevoice.session.layout import mark_synced, session_dir
+from edgevoice.session.layout import session_dir
 from edgevoice.session.retention import (
     DELETING_PREFIX,
     apply_retention,
@@ -22,6 +22,7 @@ from edgevoice.session.retention import (
     select_for_deletion,
 )
 from tests import talk
+from tests.synckit import mark_synced
 
 DAY = 86400.0
 IDS = ("a", "b", "c", "d", "e")
@@ -120,7 +121,9 @@ def test_unsynced_and_current_sessions_are_never_deleted(store: Path, caplog: py
     deleted = apply_retention(store, 1, 1, time.time(), keep={"c"})
     assert ids(deleted) == ["a", "d", "e"]
     assert sorted(ids(list_sessions(store))) == ["b", "c"]
-    assert sorted(p.name for p in store.iterdir()) == ["session_b", "session_c"]
+    assert sorted(p.name for p in store.iterdir()) == [".sync", "session_b", "session_c"]
+    # The sync states of deleted sessions go with them (b was never synced; c is kept).
+    assert sorted(p.name for p in (store / ".sync").iterdir()) == ["session_c.json"]
     log = caplog.text
     for sid in ("a", "d", "e"):
         assert f"deleted session {sid} " in log

@@ -24,8 +24,9 @@ from strands.types.session import SessionAgent, SessionMessage
 from edgevoice.config import SessionSettings
 from edgevoice.session import DurableFileSessionManager
 from edgevoice.session.current import CURRENT_FILE, current_session_id, new_session_id, read_current, set_current
-from edgevoice.session.layout import mark_synced, session_dir
+from edgevoice.session.layout import session_dir
 from tests import talk
+from tests.synckit import mark_synced
 
 EDGEVOICE = str(Path(sys.executable).parent / "edgevoice")
 MESSAGES = Path("agents/agent_edgevoice/messages")

@@ -19,6 +19,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "gate": ("gate", "run the configured gate over a recording and print the turns it opens"),
     "config": ("config_cmd", "check a config file or print the reference of every key"),
     "sessions": ("sessions", "list, show, export or reset stored conversations"),
+    "sync": ("sync", "copy the stored sessions to S3 (--once: what is pending, then exit), or pull one back"),
+    "fleet": ("fleet", "list the devices and sessions in the sync bucket, or show one conversation from it"),
 }
 
 

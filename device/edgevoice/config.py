@@ -24,6 +24,7 @@ from .settings import LocalModelSettings as LocalModelSettings
 from .settings import ModelSettings as ModelSettings
 from .settings import SessionSettings as SessionSettings
 from .settings import Settings as Settings
+from .settings import SyncSettings as SyncSettings
 
 DEFAULT_PATH = Path("/etc/edgevoice/edgevoice.toml")
 
@@ -50,6 +51,10 @@ _RANGES: dict[str, tuple[float, float]] = {
     "model.idle_disconnect_s": (0, math.inf),
     "model.backoff_initial_s": (0.1, 600),
     "model.backoff_max_s": (1, 3600),
+    "sync.interval_s": (1, 86400),
+    "sync.max_concurrency": (1, 64),
+    "sync.max_bytes_per_s": (0, 2**53),
+    "sync.backoff_max_s": (1, 86400),
 }
 _CHOICES: dict[str, tuple[Any, ...]] = {"audio.period_ms": (10, 20, 30)}
 

@@ -24,12 +24,15 @@ import sys
 import threading
 import types
 from collections.abc import Iterable, Mapping
-from typing import TextIO
+from typing import Any, TextIO
 
 REDACTED = "[REDACTED]"
 
 # Loggers `-v` turns to DEBUG. Everything else stays at INFO unless named with --debug-logger.
 OWN_LOGGERS = ("edgevoice", "strands")
+CHATTY_LOGGERS = ("botocore", "boto3")
+"""Libraries that log routine steps at INFO ("Found credentials in environment variables."): WARNING and
+above only, unless named with --debug-logger."""
 
 # Environment variables that hold secrets whether or not this run uses them: registered at setup so a
 # library that reads one itself (boto's chain, google-genai, the OpenAI client) cannot log it either.
@@ -103,6 +106,18 @@ def register_environment(environ: Mapping[str, str] | None = None) -> None:
     env = os.environ if environ is None else environ
     for name in SECRET_ENV_VARS:
         register_secret(env.get(name))
+
+
+def register_aws_credentials(session: Any) -> None:
+    """Register the credentials a boto3 Session will sign with (env, ~/.aws, SSO, a role). botocore caches
+    them, so nothing is resolved twice. Refreshed ones (a role's next session token) are not seen here; the
+    patterns (X-Amz-Security-Token, ASIA...) are the defence for those."""
+    creds = session.get_credentials()
+    if creds is None:  # whatever signs says "no AWS credentials found" itself
+        return
+    frozen = creds.get_frozen_credentials()
+    for value in (frozen.access_key, frozen.secret_key, frozen.token):
+        register_secret(value)
 
 
 def registered() -> tuple[str, ...]:
@@ -194,6 +209,8 @@ def setup(
     root.setLevel(logging.INFO)
     for name in OWN_LOGGERS:
         logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.NOTSET)
+    for name in CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
     for name in debug_loggers:
         logging.getLogger(name).setLevel(logging.DEBUG)
     _route_uncaught_exceptions()

@@ -175,9 +175,53 @@ class SessionSettings:
 
 
 @dataclass(frozen=True)
+class SyncSettings:
+    bucket: str = ""
+    """S3 bucket the stored sessions are copied to (empty: sync off)."""
+
+    prefix: str = "edgevoice"
+    """Key prefix: a session goes to `<prefix>/<device_id>/session_<id>/...`, the store's own relative paths,
+    which is what `S3SessionManager(prefix=f"{prefix}/{device_id}")` reads."""
+
+    device_id: str = ""
+    """This device's folder in the bucket (empty: the 32 hex digits of `/etc/machine-id`)."""
+
+    endpoint_url: str = ""
+    """An S3-compatible endpoint (`http://` or `https://`; empty: AWS's own for `region`)."""
+
+    region: str = "us-east-1"
+    """The bucket's AWS region."""
+
+    sse: Literal["AES256", "aws:kms"] = "AES256"
+    """Server-side encryption of every object: S3-managed keys, or a KMS key (`kms_key_id`)."""
+
+    kms_key_id: str = ""
+    """The KMS key (id, ARN or alias) for `sse = "aws:kms"`."""
+
+    interval_s: float = 30.0
+    """How often the sync service looks for new messages while the network is up (offline, it backs off)."""
+
+    max_concurrency: int = 4
+    """Uploads in flight at once."""
+
+    max_bytes_per_s: int = 0
+    """Bandwidth cap for uploads, bytes per second (0: none). Keeps a slow uplink free for the voice."""
+
+    backoff_max_s: float = 300.0
+    """Longest wait between attempts while S3 cannot be reached (from 1 s, doubling, cut by up to half at
+    random so a fleet does not come back in step)."""
+
+    def __post_init__(self) -> None:
+        from .sync.names import check_sync_settings  # raises ConfigError naming the key
+
+        check_sync_settings(self)
+
+
+@dataclass(frozen=True)
 class Settings:
     audio: AudioSettings = field(default_factory=AudioSettings)
     gate: GateSettings = field(default_factory=GateSettings)
     model: ModelSettings = field(default_factory=ModelSettings)
     local: LocalModelSettings = field(default_factory=LocalModelSettings)
     session: SessionSettings = field(default_factory=SessionSettings)
+    sync: SyncSettings = field(default_factory=SyncSettings)

@@ -60,7 +60,7 @@ def _when(epoch: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(epoch))
 
 
-def _iso_when(stamp: str) -> str:
+def iso_when(stamp: str) -> str:
     try:
         return datetime.fromisoformat(stamp).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
     except ValueError:
@@ -148,7 +148,7 @@ def _result_text(result: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
-def _block(block: dict[str, Any], tools: dict[str, str]) -> str:
+def block_text(block: dict[str, Any], tools: dict[str, str]) -> str:
     if "text" in block:
         return str(block["text"]) or "(empty)"
     if isinstance(use := block.get("toolUse"), dict):
@@ -165,7 +165,7 @@ def _show(settings: config.SessionSettings, session_id: str) -> int:
 
     conv = read_conversation(settings.dir, session_id)
     total = sum(len(a.messages) for a in conv.agents)
-    created = f", created {_iso_when(conv.created_at)}" if conv.created_at else ""
+    created = f", created {iso_when(conv.created_at)}" if conv.created_at else ""
     print(f"session {conv.session_id}: {total} messages in {len(conv.agents)} agent(s){created}")
     for p in conv.problems:
         if p.index is None:
@@ -181,9 +181,9 @@ def _show(settings: config.SessionSettings, session_id: str) -> int:
                 print(f"! skipped {e.path}: {e.reason}")
                 continue
             who = "you" if e.role == "user" else e.role
-            text = " ".join(_block(b, tools) for b in e.content) or "(empty)"
+            text = " ".join(block_text(b, tools) for b in e.content) or "(empty)"
             note = " (redacted)" if e.redacted else ""
-            print(f"[{_iso_when(e.created_at)}] {who}{note}: {text}")
+            print(f"[{iso_when(e.created_at)}] {who}{note}: {text}")
         state = "unknown (agent.json unusable)" if agent.state is None else json.dumps(agent.state, sort_keys=True)
         print(f"state: {state}")
         if agent.conversation_manager_state:

@@ -36,12 +36,13 @@ def make_model(settings: Settings) -> BidiModel:
         if provider == "nova_sonic":
             import boto3  # type: ignore[import-untyped]  # a dependency of strands[bidi]
 
+            from ..logs import register_aws_credentials
             from .nova_sonic import EndpointNovaSonicModel
 
             # Our own session, so the credentials the model will sign with (env, ~/.aws, SSO, role) are
             # known to the log filter; botocore caches them, the model resolves nothing twice.
             session = boto3.Session(region_name=m.region)
-            _register_aws_credentials(session)
+            register_aws_credentials(session)
             return EndpointNovaSonicModel(
                 model_id=model_id, boto_session=session, voice=m.voice or "matthew", endpoint=m.endpoint
             )
@@ -81,16 +82,3 @@ def make_model(settings: Settings) -> BidiModel:
         hint = f" (install edgevoice[{extra}])" if extra else ""
         raise ConfigError(f"config: model.provider {provider!r} cannot be loaded: {e}{hint}") from None
     raise ConfigError(f"config: model.provider {provider!r} is not known")
-
-
-def _register_aws_credentials(session: Any) -> None:  # a boto3.Session (boto3 has no type hints)
-    from ..logs import register_secret
-
-    creds = session.get_credentials()
-    if creds is None:  # the model says "no AWS credentials found" when it starts
-        return
-    frozen = creds.get_frozen_credentials()
-    # Refreshed credentials (a role's next session token) are not seen here; the filter's patterns
-    # (X-Amz-Security-Token, ASIA...) are the defence for those.
-    for value in (frozen.access_key, frozen.secret_key, frozen.token):
-        register_secret(value)

@@ -12,13 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ConfigError, validate_session_id
+from ..sync.state import is_synced
 from .jsonfile import BadFile, load_object
 from .layout import (
     AGENT_PREFIX,
     QUARANTINE,
     SESSION_PREFIX,
-    SYNCED_MARKER,
-    is_synced,
     looks_like_message,
     message_index,
 )
@@ -43,10 +42,11 @@ class SessionInfo:
     session_id: str
     path: Path
     size_bytes: int
-    """Every file under the session, quarantine and sync marker included: what deleting it frees."""
+    """Every file under the session, quarantine included: what deleting it frees."""
     last_activity: float
-    """Newest mtime (epoch s) of the conversation's files (quarantine/ and the sync marker left out)."""
+    """Newest mtime (epoch s) of the conversation's files (quarantine/ left out)."""
     synced: bool
+    """Every file confirmed in S3 as it is now (`sync/state.py`)."""
     quarantined: int
     """Files the start-up scan set aside (their `.reason` notes not counted)."""
     messages: dict[str, int] = field(default_factory=dict)
@@ -88,8 +88,7 @@ def session_info(path: Path) -> SessionInfo:
             if in_quarantine:
                 quarantined += not name.endswith(_REASON)
                 continue
-            if rel or name != SYNCED_MARKER:
-                newest = st.st_mtime if newest is None or st.st_mtime > newest else newest
+            newest = st.st_mtime if newest is None or st.st_mtime > newest else newest
             if agent is not None and message_index(name) is not None:
                 messages[agent] = messages.get(agent, 0) + 1
     if newest is None:

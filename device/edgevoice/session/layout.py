@@ -4,19 +4,17 @@
                               /agents/agent_<id>/agent.json
                               /agents/agent_<id>/messages/message_<n>.json
                               /quarantine/            (edgevoice: files the start-up scan set aside)
-                              /.synced                (edgevoice: written by the S3 sync service)
+    <storage_dir>/.sync/session_<id>.json     (edgevoice: what S3 confirmed, `sync/state.py`)
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 SESSION_PREFIX = "session_"
 AGENT_PREFIX = "agent_"
 MESSAGE_PREFIX = "message_"
 QUARANTINE = "quarantine"
-SYNCED_MARKER = ".synced"
 # Temp files: ours and stock Strands' (a crash can leave either behind).
 TEMP_PREFIXES = (".edgevoice_", ".strands_")
 TEMP_SUFFIX = ".tmp"
@@ -41,37 +39,3 @@ def message_index(name: str) -> int | None:
 
 def is_temp(name: str) -> bool:
     return name.startswith(TEMP_PREFIXES) and name.endswith(TEMP_SUFFIX)
-
-
-def newest_mtime(path: Path, *, skip: tuple[str, ...] = (QUARANTINE, SYNCED_MARKER)) -> float:
-    """Newest mtime of any file under `path` (top-level names in `skip` left out; 0.0 if none).
-
-    Files only: renaming the marker into place bumps its directory's mtime past the marker's own."""
-    newest = 0.0
-    for root, dirs, files in os.walk(path):
-        if Path(root) == path:
-            dirs[:] = [d for d in dirs if d not in skip]
-            files = [f for f in files if f not in skip]
-        for name in files:
-            try:
-                newest = max(newest, os.lstat(os.path.join(root, name)).st_mtime)
-            except FileNotFoundError:
-                continue
-    return newest
-
-
-def is_synced(session_path: Path) -> bool:
-    """True when the sync service's marker is at least as new as everything else in the session."""
-    marker = session_path / SYNCED_MARKER
-    try:
-        marked = marker.stat().st_mtime
-    except FileNotFoundError:
-        return False
-    return marked >= newest_mtime(session_path)
-
-
-def mark_synced(session_path: Path) -> None:
-    """What the sync service writes once everything in the session is uploaded."""
-    from .atomic import write_bytes
-
-    write_bytes(session_path / SYNCED_MARKER, b"")

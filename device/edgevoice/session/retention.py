@@ -16,10 +16,10 @@ from collections.abc import Collection, Iterable
 from pathlib import Path
 
 from ..config import SessionSettings
+from ..sync.state import forget, is_synced
 from .atomic import fsync_dir
 from .current import current_session_id
 from .inspect import SessionInfo, list_sessions
-from .layout import is_synced
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,7 @@ def _delete(storage: Path, s: SessionInfo, why: str) -> bool:
         fsync_dir(storage)
         shutil.rmtree(doomed)
         fsync_dir(storage)
+        forget(s.path)
     except OSError as e:
         log.error("retention: cannot delete session %s (%s): %s", s.session_id, s.path, e.strerror)
         return False

@@ -1,0 +1,89 @@
+"""`edgevoice sync [--once]`: copy the stored sessions to S3; `edgevoice sync pull ID`: bring one back.
+
+`--once` uploads everything pending and exits 0 when all of it is confirmed by S3, 1 when something could
+not be uploaded (network, 5xx, throttling, a conflict, an unusable local file), 2 on bad config. Without it,
+the service runs until SIGTERM (its own process and unit, beside the daemon).
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .. import config
+from ..errors import UserError
+
+if TYPE_CHECKING:
+    from ..sync.service import Syncer
+
+_CONFIG_HELP = f"settings file (default: {config.DEFAULT_PATH}, if present)"
+NOT_SYNCED = 1
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="PATH", help=_CONFIG_HELP)
+    parser.add_argument("--once", action="store_true", help="upload what is pending, then exit (0: all confirmed)")
+    sub = parser.add_subparsers(dest="action", metavar="ACTION")
+    pull = sub.add_parser("pull", help="bring a session from the bucket into the local store")
+    pull.add_argument("session_id", metavar="ID", help="the session id to bring back")
+    pull.add_argument("--device", metavar="DEVICE_ID", help="whose folder to read (default: this device's)")
+    pull.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS, help=_CONFIG_HELP)
+    parser.set_defaults(func=run, action=None)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = config.load(args.config)
+    if args.action == "pull":
+        from ..sync.pull import pull
+
+        return pull(settings, args.session_id, args.device)
+    if not settings.sync.bucket:
+        if args.once:
+            raise UserError("config: sync.bucket is empty: there is no bucket to sync to")
+        print("edgevoice: sync is off (sync.bucket is empty)", file=sys.stderr)
+        return 0
+    syncer = _syncer(settings)
+    try:
+        if args.once:
+            return _once(syncer)
+        _serve(syncer, settings.sync)
+        return 0
+    finally:
+        syncer.close()
+
+
+def _syncer(settings: config.Settings) -> Syncer:
+    from ..sync.bucket import Bucket, make_client
+    from ..sync.names import device_id
+    from ..sync.service import Syncer
+    from ..sync.state import writer_id
+    from ..sync.throttle import Throttle
+
+    s = settings.sync
+    storage = Path(settings.session.dir)
+    bucket = Bucket(make_client(s), s, device_id(s), writer_id(storage) if storage.is_dir() else "")
+    return Syncer(storage, bucket, concurrency=s.max_concurrency, throttle=Throttle(s.max_bytes_per_s))
+
+
+def _once(syncer: Syncer) -> int:
+    report = syncer.cycle(full=True)
+    for line in report.errors:
+        print(f"edgevoice: sync: {line}", file=sys.stderr)
+    print(
+        f"sync: {report.uploaded} uploaded, {report.already} already confirmed, {report.failed} failed, "
+        f"{report.conflicts} conflicts, {report.unusable} unusable"
+    )
+    return 0 if report.complete else NOT_SYNCED
+
+
+def _serve(syncer: Syncer, s: config.SyncSettings) -> None:
+    from ..sync.service import run_forever
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    run_forever(syncer, s.interval_s, s.backoff_max_s, stop)
