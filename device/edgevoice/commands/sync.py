@@ -86,4 +86,4 @@ def _serve(syncer: Syncer, s: config.SyncSettings) -> None:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    run_forever(syncer, s.interval_s, s.backoff_max_s, stop)
+    run_forever(syncer, s.interval_s, s.backoff_max_s, stop.wait)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -204,36 +205,42 @@ def run_forever(
     syncer: Syncer,
     interval_s: float,
     backoff_max_s: float,
-    stop: threading.Event,
+    wait: Callable[[float], bool],
     *,
+    clock: Callable[[], float] = time.monotonic,
+    rand: Callable[[], float] = random.random,
     on_cycle: Callable[[Report], None] | None = None,
 ) -> None:
-    """Cycle until `stop` is set: a full look first, then quick ones every `interval_s`; while uploads fail,
-    the waits back off (1 s doubling to `backoff_max_s`, up to half cut at random). No busy loop offline."""
-    backoff = Backoff(min(1.0, backoff_max_s), backoff_max_s, jitter=0.5)
+    """Cycle until `wait(seconds)` returns True (asked to stop; `threading.Event.wait` in the service, a
+    simulated clock in tests): a full look first, then quick ones every `interval_s`. While uploads fail, the
+    waits back off (1 s doubling to `backoff_max_s`, each cut by up to half at random so a fleet that lost
+    S3 together does not come back in step): no busy loop offline, and the first cycle after the network
+    is back uploads everything written meanwhile."""
+    backoff = Backoff(min(1.0, backoff_max_s), backoff_max_s, jitter=0.5, clock=clock, rand=rand)
     full = True
     down_since: float | None = None
     told: set[str] = set()  # conflicts and unusable files are logged once, not every cycle
-    while not stop.is_set():
+    while True:
         report = syncer.cycle(full=full)
         if on_cycle:
             on_cycle(report)
         if report.failed:
-            wait = backoff.failed()
+            delay = backoff.failed()
             if down_since is None:
-                down_since = time.monotonic()
+                down_since = clock()
                 log.warning("sync: %s; retrying with backoff", report.errors[0] if report.errors else "failed")
         else:
             full = False
-            wait = interval_s
+            delay = interval_s
             if down_since is not None:
-                log.info("sync: uploads work again after %.0f s", time.monotonic() - down_since)
+                log.info("sync: uploads work again after %.0f s", clock() - down_since)
                 down_since = None
                 backoff.reset()
             if report.uploaded:
                 log.info("sync: %d files uploaded", report.uploaded)
-            for line in report.errors:
-                if line not in told:
-                    told.add(line)
-                    log.warning("sync: %s", line)
-        stop.wait(wait)
+        for line in report.errors:
+            if line not in told and not line.startswith("upload failed"):
+                told.add(line)
+                log.warning("sync: %s", line)
+        if wait(delay):
+            return
