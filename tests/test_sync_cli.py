@@ -140,3 +140,13 @@ def test_the_device_id_defaults_to_the_machine_id(tmp_path: Path) -> None:
     mid.write_text("")  # an image's machine-id before first boot
     with pytest.raises(config.ConfigError, match="does not hold a machine id"):
         device_id(s, mid)
+
+
+def test_before_the_daemon_stored_anything_once_has_nothing_to_do_and_creates_nothing(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    store = tmp_path / "not-yet"
+    cfg = write_config(tmp_path, store, "http://127.0.0.1:9")  # never contacted
+    out = edgevoice(env, "sync", "--config", str(cfg), "--once")
+    assert (out.returncode, out.stdout.strip()) == (0, "sync: nothing stored yet"), out.stderr
+    assert not store.exists()  # session.dir is the daemon's to create, as its own user

@@ -259,3 +259,17 @@ def test_the_service_client_sends_small_bodies_without_waiting_for_100_continue(
         s3.meta.events.register("before-send.s3.PutObject", lambda request, **_: headers.append(dict(request.headers)))
         s3.put_object(Bucket=BUCKET, Key="expect/x.json", Body=b"{}")
     assert "Expect" not in headers[0] and headers[1]["Expect"] == b"100-continue"
+
+
+def test_kms_encryption_names_the_key_on_every_object(endpoint: str, store: Path) -> None:
+    r = Rig(endpoint, store, prefix="t-kms", sse="aws:kms", kms_key_id="alias/edgevoice-fleet")
+    try:
+        assert r.syncer.cycle(full=True).complete
+    finally:
+        r.syncer.close()
+    keys = list(r.keys())
+    assert len(keys) == 6
+    for key in keys:
+        head = r.s3.head_object(Bucket=BUCKET, Key=key)
+        assert head["ServerSideEncryption"] == "aws:kms", key
+        assert head["SSEKMSKeyId"].endswith("alias/edgevoice-fleet"), head["SSEKMSKeyId"]

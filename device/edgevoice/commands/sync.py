@@ -46,31 +46,44 @@ def run(args: argparse.Namespace) -> int:
             raise UserError("config: sync.bucket is empty: there is no bucket to sync to")
         print("edgevoice: sync is off (sync.bucket is empty)", file=sys.stderr)
         return 0
-    syncer = _syncer(settings)
-    try:
-        if args.once:
-            return _once(syncer)
-        _serve(syncer, settings.sync)
-        return 0
-    finally:
-        syncer.close()
-
-
-def _syncer(settings: config.Settings) -> Syncer:
-    from ..sync.bucket import Bucket, make_client
     from ..sync.names import device_id
+
+    device = device_id(settings.sync)  # a bad or missing machine id is bad config: exit 2 before anything
+    storage = Path(settings.session.dir)
+    if args.once:
+        if not storage.is_dir():  # the daemon has stored nothing yet (it creates session.dir)
+            print("sync: nothing stored yet")
+            return 0
+        return _once(_syncer(settings, device))
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    # Started before the daemon ever ran: wait for its store rather than create it (as another user, maybe).
+    while not storage.is_dir():
+        if stop.wait(settings.sync.interval_s):
+            return 0
+    _serve(_syncer(settings, device), settings.sync, stop)
+    return 0
+
+
+def _syncer(settings: config.Settings, device: str) -> Syncer:
+    """A Syncer for the store at `session.dir`, which exists: its writer id lives there."""
+    from ..sync.bucket import Bucket, make_client
     from ..sync.service import Syncer
     from ..sync.state import writer_id
     from ..sync.throttle import Throttle
 
     s = settings.sync
     storage = Path(settings.session.dir)
-    bucket = Bucket(make_client(s), s, device_id(s), writer_id(storage) if storage.is_dir() else "")
+    bucket = Bucket(make_client(s), s, device, writer_id(storage))
     return Syncer(storage, bucket, concurrency=s.max_concurrency, throttle=Throttle(s.max_bytes_per_s))
 
 
 def _once(syncer: Syncer) -> int:
-    report = syncer.cycle(full=True)
+    try:
+        report = syncer.cycle(full=True)
+    finally:
+        syncer.close()
     for line in report.errors:
         print(f"edgevoice: sync: {line}", file=sys.stderr)
     print(
@@ -80,10 +93,10 @@ def _once(syncer: Syncer) -> int:
     return 0 if report.complete else NOT_SYNCED
 
 
-def _serve(syncer: Syncer, s: config.SyncSettings) -> None:
+def _serve(syncer: Syncer, s: config.SyncSettings, stop: threading.Event) -> None:
     from ..sync.service import run_forever
 
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    run_forever(syncer, s.interval_s, s.backoff_max_s, stop.wait)
+    try:
+        run_forever(syncer, s.interval_s, s.backoff_max_s, stop.wait)
+    finally:
+        syncer.close()
