@@ -8,6 +8,8 @@ the service runs until SIGTERM (its own process and unit, beside the daemon).
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import signal
 import sys
 import threading
@@ -17,11 +19,15 @@ from typing import TYPE_CHECKING
 from .. import config
 from ..errors import UserError
 
+log = logging.getLogger("edgevoice.sync")
+
 if TYPE_CHECKING:
     from ..sync.service import Syncer
 
 _CONFIG_HELP = f"settings file (default: {config.DEFAULT_PATH}, if present)"
 NOT_SYNCED = 1
+STOP_GRACE_S = 5.0
+"""SIGTERM: the longest wait for uploads in flight before the service exits anyway (exit 0)."""
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -56,13 +62,27 @@ def run(args: argparse.Namespace) -> int:
             return 0
         return _once(_syncer(settings, device))
     stop = threading.Event()
+    running: list[Syncer] = []
+
+    def on_signal(*_: object) -> None:
+        stop.set()
+        for syncer in running:
+            syncer.stop()
+        # Uploads in flight may be waiting out a stalled network (3 attempts of 20 s). Killing the service is
+        # safe (nothing is recorded before S3 confirms it; a cut-off upload is repeated next time), so it is
+        # gone within STOP_GRACE_S whatever the network does.
+        timer = threading.Timer(STOP_GRACE_S, os._exit, args=(0,))
+        timer.daemon = True
+        timer.start()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, on_signal)
     # Started before the daemon ever ran: wait for its store rather than create it (as another user, maybe).
     while not storage.is_dir():
         if stop.wait(settings.sync.interval_s):
             return 0
-    _serve(_syncer(settings, device), settings.sync, stop)
+    running.append(_syncer(settings, device))
+    _serve(running[0], settings.sync, stop)
     return 0
 
 
@@ -100,3 +120,4 @@ def _serve(syncer: Syncer, s: config.SyncSettings, stop: threading.Event) -> Non
         run_forever(syncer, s.interval_s, s.backoff_max_s, stop.wait)
     finally:
         syncer.close()
+    log.info("sync: stopped")

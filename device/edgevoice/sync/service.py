@@ -13,6 +13,7 @@ does not, one log line when uploads stop working and one when they work again.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..backoff import Backoff
-from ..session.layout import SESSION_PREFIX
+from ..session.layout import SESSION_PREFIX, is_temp
 from . import state as sync_state
 from .bucket import Bucket, Conflict, crc32_b64, describe, is_transient
 from .files import Unusable, check_file, read_file
@@ -36,6 +37,11 @@ log = logging.getLogger(__name__)
 
 SAVE_EVERY = 256
 """Confirmations between state saves while a large backlog drains (each save rewrites the session's state)."""
+SAVE_EVERY_S = 2.0
+"""...or seconds, whichever comes first: a service killed over and over still keeps its progress."""
+STALE_TEMP_S = 600.0
+"""A temp file in the state directory this old was left by a killed state write (a live one is renamed
+within milliseconds; the age spares one another sync process is writing right now)."""
 
 
 @dataclass
@@ -86,7 +92,8 @@ class Syncer:
         self._throttle = throttle or Throttle(0)
         self._clock_ns = clock_ns
         self._states: dict[str, SessionState] = {}
-        self._broken = threading.Event()  # set by the first network failure of a cycle
+        self._broken = threading.Event()  # set by the first network failure of a cycle, or by stop()
+        self._stopping = False
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -94,7 +101,8 @@ class Syncer:
     def cycle(self, *, full: bool) -> Report:
         """One look at every session, uploading what is pending. `full`: list every directory (at start)."""
         report = Report()
-        self._broken.clear()
+        if not self._stopping:
+            self._broken.clear()
         try:
             names = sorted(e.name for e in os.scandir(self.storage_dir) if e.name.startswith(SESSION_PREFIX))
         except FileNotFoundError:
@@ -105,8 +113,13 @@ class Syncer:
                 continue
             self._session(path, full, report)
         if full:
-            self._forget_orphans(set(names))
+            self._tidy(set(names))
         return report
+
+    def stop(self) -> None:
+        """Start no more uploads (the service was asked to stop); those in flight finish or time out."""
+        self._stopping = True
+        self._broken.set()
 
     def _session(self, path: Path, full: bool, report: Report) -> None:
         st = self._states.get(path.name)
@@ -122,7 +135,7 @@ class Syncer:
         for batch in (messages, others):
             if not ok:
                 break  # agent.json and session.json wait until their messages are there
-            done = 0
+            unsaved, saved_at = 0, time.monotonic()
             futures = [(p, self._pool.submit(self._upload, path, p, st.files.get(p.rel))) for p in batch]
             for p, fut in futures:
                 outcome = self._outcome(path.name, p, fut, report)
@@ -131,9 +144,10 @@ class Syncer:
                     continue
                 st.files[p.rel] = outcome
                 changed = True
-                done += 1
-                if done % SAVE_EVERY == 0:
+                unsaved += 1
+                if unsaved >= SAVE_EVERY or time.monotonic() - saved_at >= SAVE_EVERY_S:
                     sync_state.save(path, st)
+                    unsaved, saved_at = 0, time.monotonic()
         # Directory mtimes are trusted next time only when everything they held was confirmed; otherwise the
         # session is listed again in full, so nothing that failed is skipped by a quick look.
         new_dirs = seen.dirs if ok else {}
@@ -188,17 +202,23 @@ class Syncer:
             raise
         return Record(size, mtime_ns, crc, etag), put
 
-    def _forget_orphans(self, present: set[str]) -> None:
-        """Drop the states of sessions no longer stored (retention deleted them; S3 keeps its copy)."""
+    def _tidy(self, present: set[str]) -> None:
+        """Drop the states of sessions no longer stored (retention deleted them; S3 keeps its copy), and temp
+        files a killed state write left behind."""
         state_dir = self.storage_dir / sync_state.STATE_DIR
         try:
             entries = list(os.scandir(state_dir))
         except FileNotFoundError:
             return
+        now = time.time()
         for e in entries:
             if e.name.endswith(".json") and e.name[: -len(".json")] not in present:
                 sync_state.forget(self.storage_dir / e.name[: -len(".json")])
                 self._states.pop(e.name[: -len(".json")], None)
+            elif is_temp(e.name):
+                with contextlib.suppress(FileNotFoundError):
+                    if now - e.stat(follow_symlinks=False).st_mtime > STALE_TEMP_S:
+                        os.unlink(e.path)
 
 
 def run_forever(
@@ -236,8 +256,8 @@ def run_forever(
                 log.info("sync: uploads work again after %.0f s", clock() - down_since)
                 down_since = None
                 backoff.reset()
-            if report.uploaded:
-                log.info("sync: %d files uploaded", report.uploaded)
+        if report.uploaded:
+            log.info("sync: %d files uploaded", report.uploaded)
         for line in report.errors:
             if line not in told and not line.startswith("upload failed"):
                 told.add(line)
