@@ -53,3 +53,18 @@ def test_gemini_imports_without_aiohttp_and_httpx2_and_they_load_later() -> None
         " 'later': httpx2.__name__}))\n"
     )
     assert got == {"loaded": [], "genai_httpx2": True, "later": "httpx2"}
+
+
+def test_every_gemini_model_shares_one_tls_context_for_its_http_clients_and_its_websocket() -> None:
+    """google-genai loads the CA bundle twice per client it builds, and the daemon builds one per reconnect."""
+    got = _run(
+        "import json\n"
+        "from edgevoice.models.gemini_live import GeminiLiveModel\n"
+        "ctxs = []\n"
+        "for _ in range(2):\n"
+        "    m = GeminiLiveModel(model_id='m', client_args={'api_key': 'k'})\n"
+        "    api = m._client._api_client\n"
+        "    ctxs += [api._websocket_ssl_ctx['ssl'], api._httpx_client._transport._pool._ssl_context]\n"
+        "print(json.dumps({'distinct': len({id(c) for c in ctxs}), 'seen': len(ctxs)}))\n"
+    )
+    assert got == {"distinct": 1, "seen": 4}

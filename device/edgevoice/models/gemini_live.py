@@ -26,7 +26,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+import os
+import ssl
 import threading
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
@@ -255,12 +258,27 @@ class GeminiLiveModel(GoogleGeminiLiveModel):
 
 
 def _with_keepalive(http_options: Any) -> Any:
-    """`http_options` with websockets' keepalive loosened. google-genai hands `async_client_args` keys that
-    `websockets.connect` takes to it (and filters them out of its HTTP clients); ours yield to the caller's."""
-    keepalive = {"ping_interval": PING_INTERVAL_S, "ping_timeout": PING_TIMEOUT_S}
+    """`http_options` with websockets' keepalive loosened, and one TLS context for all of google-genai's
+    connections. google-genai hands `async_client_args` keys that `websockets.connect` takes to it (and
+    filters them out of its HTTP clients); ours yield to the caller's. Left alone, every client it builds
+    (one per reconnect here) loads the CA bundle twice, once for its HTTP clients and once for the websocket
+    (about 0.5 MB each on x86); `_tls_context` is made once, the way google-genai makes its own."""
+    import certifi
+
+    tls = _tls_context(os.environ.get("SSL_CERT_FILE", certifi.where()), os.environ.get("SSL_CERT_DIR"))
+    keepalive = {"ping_interval": PING_INTERVAL_S, "ping_timeout": PING_TIMEOUT_S, "ssl": tls}
     if isinstance(http_options, genai_types.HttpOptions):
         args = {**keepalive, **(http_options.async_client_args or {})}
-        return http_options.model_copy(update={"async_client_args": args})
+        sync_args = {"verify": tls, **(http_options.client_args or {})}
+        return http_options.model_copy(update={"async_client_args": args, "client_args": sync_args})
     options = dict(http_options or {})
     options["async_client_args"] = {**keepalive, **(options.get("async_client_args") or {})}
+    options["client_args"] = {"verify": tls, **(options.get("client_args") or {})}
     return options
+
+
+@functools.cache
+def _tls_context(cafile: str, capath: str | None) -> ssl.SSLContext:
+    """What google-genai builds for each client: the CA bundle of SSL_CERT_FILE (else certifi's) and
+    SSL_CERT_DIR; made once per pair of them."""
+    return ssl.create_default_context(cafile=cafile, capath=capath)
