@@ -27,6 +27,8 @@ from .settings import Settings as Settings
 from .settings import SyncSettings as SyncSettings
 
 DEFAULT_PATH = Path("/etc/edgevoice/edgevoice.toml")
+CONFIG_HELP = f"settings file (default: {DEFAULT_PATH}, if present)"
+"""The `--config` help of every command that reads the settings."""
 
 # Ranges and choices the types cannot say. Checked after type conversion.
 _RANGES: dict[str, tuple[float, float]] = {

@@ -15,11 +15,9 @@ from datetime import UTC, datetime
 from .. import config
 from ..errors import UserError
 
-_CONFIG_HELP = f"settings file (default: {config.DEFAULT_PATH}, if present)"
-
 
 def register(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", metavar="PATH", help=_CONFIG_HELP)
+    parser.add_argument("--config", metavar="PATH", help=config.CONFIG_HELP)
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     actions = {
         "list": "one line per device and session in the bucket: message objects, newest change",
@@ -27,7 +25,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     }
     for name, help_ in actions.items():
         p = sub.add_parser(name, help=help_, description=help_[0].upper() + help_[1:] + ".")
-        p.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS, help=_CONFIG_HELP)
+        p.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS, help=config.CONFIG_HELP)
         if name == "list":
             p.add_argument("--json", action="store_true", help="one JSON object per line")
         else:
@@ -89,7 +87,7 @@ def _show(s: config.SyncSettings, device: str, session_id: str) -> int:
     from ..sync.fleet import check_device, check_session_id, read_session
     from .sessions import block_text, iso_when
 
-    conv = read_session(s, check_device(s, device), check_session_id(session_id))
+    conv = read_session(s, check_device(device), check_session_id(session_id))
     total = sum(len(a.messages) for a in conv.agents)
     created = f", created {iso_when(conv.created_at)}" if conv.created_at else ""
     print(f"session {session_id} of device {device}: {total} messages in {len(conv.agents)} agent(s){created}")

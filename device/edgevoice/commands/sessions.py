@@ -16,11 +16,9 @@ from typing import Any
 
 from .. import config
 
-_CONFIG_HELP = f"settings file (default: {config.DEFAULT_PATH}, if present)"
-
 
 def register(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", metavar="PATH", help=_CONFIG_HELP)
+    parser.add_argument("--config", metavar="PATH", help=config.CONFIG_HELP)
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     actions = {
         "list": "one line per stored session: size, messages, last activity, sync state (* = current)",
@@ -31,7 +29,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     for name, help_ in actions.items():
         p = sub.add_parser(name, help=help_, description=help_[0].upper() + help_[1:] + ".")
         # Also accepted after the action; SUPPRESS keeps a value given before it.
-        p.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS, help=_CONFIG_HELP)
+        p.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS, help=config.CONFIG_HELP)
         if name in ("show", "export"):
             p.add_argument("session_id", metavar="ID", help="a session id from `edgevoice sessions list`")
         if name == "list":

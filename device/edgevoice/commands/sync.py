@@ -24,20 +24,19 @@ log = logging.getLogger("edgevoice.sync")
 if TYPE_CHECKING:
     from ..sync.service import Syncer
 
-_CONFIG_HELP = f"settings file (default: {config.DEFAULT_PATH}, if present)"
 NOT_SYNCED = 1
 STOP_GRACE_S = 5.0
 """SIGTERM: the longest wait for uploads in flight before the service exits anyway (exit 0)."""
 
 
 def register(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", metavar="PATH", help=_CONFIG_HELP)
+    parser.add_argument("--config", metavar="PATH", help=config.CONFIG_HELP)
     parser.add_argument("--once", action="store_true", help="upload what is pending, then exit (0: all confirmed)")
     sub = parser.add_subparsers(dest="action", metavar="ACTION")
     pull = sub.add_parser("pull", help="bring a session from the bucket into the local store")
     pull.add_argument("session_id", metavar="ID", help="the session id to bring back")
     pull.add_argument("--device", metavar="DEVICE_ID", help="whose folder to read (default: this device's)")
-    pull.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS, help=_CONFIG_HELP)
+    pull.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS, help=config.CONFIG_HELP)
     parser.set_defaults(func=run, action=None)
 
 

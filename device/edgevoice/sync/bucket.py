@@ -58,15 +58,26 @@ def client_config(settings: SyncSettings, *, pool: int) -> Any:
     )
 
 
+def boto_session() -> Any:
+    """A boto3 Session on the standard AWS credential chain, its credentials registered with the log filter."""
+    import boto3  # type: ignore[import-untyped]
+
+    session = boto3.Session()
+    register_aws_credentials(session)
+    return session
+
+
+def object_key(settings: SyncSettings, device_id: str, session_name: str, rel: str = "") -> str:
+    """The key of `rel` in the session directory `session_name` (`session_<id>`) of a device's folder."""
+    return "/".join(p for p in (settings.prefix.strip("/"), device_id, session_name, rel) if p)
+
+
 def make_client(settings: SyncSettings) -> Any:
     """A boto3 S3 client for `settings`: the standard AWS credential chain, bounded timeouts and pool."""
-    import boto3  # type: ignore[import-untyped]
     from botocore.handlers import add_expect_header  # type: ignore[import-untyped]
 
     config = client_config(settings, pool=settings.max_concurrency)
-    session = boto3.Session()
-    register_aws_credentials(session)
-    s3 = session.client("s3", endpoint_url=settings.endpoint_url or None, config=config)
+    s3 = boto_session().client("s3", endpoint_url=settings.endpoint_url or None, config=config)
     # botocore asks S3 for `100 Continue` before every PUT body, whatever its size: a round trip spent
     # before a message of a few hundred bytes may go, on every upload. It exists so that a large body is
     # not sent only to be refused; ours are small, so they are just sent.
@@ -86,7 +97,7 @@ class Bucket:
 
     def key(self, session_name: str, rel: str) -> str:
         """The key of `rel` in the session directory `session_name` (`session_<id>`)."""
-        return "/".join(p for p in (self.settings.prefix.strip("/"), self.device_id, session_name, rel) if p)
+        return object_key(self.settings, self.device_id, session_name, rel)
 
     def _sse(self) -> dict[str, str]:
         if self.settings.sse == "aws:kms":

@@ -8,7 +8,6 @@ covers the session vanishing between that check and the manager's own read.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,7 +17,8 @@ from ..config import validate_session_id
 from ..errors import UserError
 from ..session.layout import AGENT_PREFIX, SESSION_PREFIX, message_index
 from ..settings import ConfigError, SyncSettings
-from .bucket import Bucket, client_config, describe, error_code
+from .bucket import boto_session, client_config, describe, error_code, object_key
+from .names import is_segment
 
 if TYPE_CHECKING:
     from strands.session.s3_session_manager import S3SessionManager
@@ -73,18 +73,16 @@ def check_session_id(session_id: str) -> str:
         raise UserError(str(e).removeprefix("config: ")) from None
 
 
-def check_device(s: SyncSettings, device: str) -> str:
+def check_device(device: str) -> str:
     """A device id usable as a key segment, by the rule `sync.device_id` follows."""
-    try:
-        dataclasses.replace(s, device_id=device)
-    except ConfigError:
-        raise UserError(f"device id {device!r} must be 1-128 letters, digits, '_', '.', '=' or '-'") from None
+    if not is_segment(device):
+        raise UserError(f"device id {device!r} must be 1-128 letters, digits, '_', '.', '=' or '-'")
     return device
 
 
 def session_key(s: SyncSettings, device: str, session_id: str, rel: str = "") -> str:
-    """The key of `rel` in a device's session folder, as the sync service builds it (`Bucket.key`)."""
-    return Bucket(None, s, device, "").key(f"{SESSION_PREFIX}{session_id}", rel)
+    """The key of `rel` in a device's session folder, as the sync service builds it."""
+    return object_key(s, device, f"{SESSION_PREFIX}{session_id}", rel)
 
 
 def failure(e: Exception, where: str) -> Exception:
@@ -148,16 +146,6 @@ def _is_message(rel: str) -> bool:
     return len(parts) == 4 and parts[::2] == ["agents", "messages"] and message_index(parts[3]) is not None
 
 
-def _boto_session() -> Any:
-    import boto3  # type: ignore[import-untyped]
-
-    from ..logs import register_aws_credentials
-
-    session = boto3.Session()
-    register_aws_credentials(session)
-    return session
-
-
 POOL = 32
 """Strands reads an agent's messages with a thread each (up to 32): a pool that size keeps urllib3 quiet."""
 
@@ -175,7 +163,7 @@ def read_only_manager(boto_session: Any, s: SyncSettings, device: str, session_i
     return S3SessionManager(
         session_id=session_id,
         bucket=s.bucket,
-        prefix="/".join(p for p in (s.prefix.strip("/"), device) if p),
+        prefix=object_key(s, device, ""),
         boto_session=boto_session,
         boto_client_config=client_config(s, pool=POOL),
         endpoint_url=s.endpoint_url or None,
@@ -188,8 +176,8 @@ def read_session(s: SyncSettings, device: str, session_id: str) -> RemoteConvers
     where = f"s3://{s.bucket}/{base}/"
     missing = UserError(f"no session {session_id!r} of device {device!r} in {where}")
     try:
-        boto_session = _boto_session()
-        client = boto_session.client("s3", endpoint_url=s.endpoint_url or None, config=client_config(s, pool=POOL))
+        session = boto_session()
+        client = session.client("s3", endpoint_url=s.endpoint_url or None, config=client_config(s, pool=POOL))
         try:
             client.head_object(Bucket=s.bucket, Key=f"{base}/session.json")
         except Exception as e:
@@ -198,7 +186,7 @@ def read_session(s: SyncSettings, device: str, session_id: str) -> RemoteConvers
             raise
         names = folders(client, s.bucket, f"{base}/agents/")
         agent_ids = sorted(n[len(AGENT_PREFIX) :] for n in names if n.startswith(AGENT_PREFIX) and n != AGENT_PREFIX)
-        return _conversation(lambda: read_only_manager(boto_session, s, device, session_id), agent_ids, where)
+        return _conversation(lambda: read_only_manager(session, s, device, session_id), agent_ids, where)
     except ReadOnly:
         raise missing from None  # deleted since the HEAD: Strands tried to create it
     except (UserError, Unreachable):

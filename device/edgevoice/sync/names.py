@@ -19,16 +19,22 @@ _IP = re.compile(r"^\d+\.\d+\.\d+\.\d+$")
 _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=-]{0,127}$")
 
 
+def is_segment(name: str) -> bool:
+    """A key segment the prefix and device ids are made of: 1-128 letters, digits, '_', '.', '=' or '-',
+    no '..'."""
+    return bool(_SEGMENT.match(name)) and ".." not in name
+
+
 def check_sync_settings(s: SyncSettings) -> None:
     if s.bucket and (not _BUCKET.match(s.bucket) or ".." in s.bucket or _IP.match(s.bucket)):
         raise ConfigError(f"config: sync.bucket {s.bucket!r} is not a valid S3 bucket name (3-63 of a-z 0-9 . -)")
     parts = s.prefix.split("/")
-    if s.prefix and not all(_SEGMENT.match(p) and ".." not in p for p in parts):
+    if s.prefix and not all(is_segment(p) for p in parts):
         raise ConfigError(
             f"config: sync.prefix {s.prefix!r} must be '/'-separated segments of letters, digits, '_', '.', "
             "'=' or '-' (no leading, trailing or double '/', no '..')"
         )
-    if s.device_id and (not _SEGMENT.match(s.device_id) or ".." in s.device_id):
+    if s.device_id and not is_segment(s.device_id):
         raise ConfigError(f"config: sync.device_id {s.device_id!r} must be 1-128 letters, digits, '_', '.', '=' or '-'")
     if s.endpoint_url and not re.match(r"^https?://[^/\s]+(/\S*)?$", s.endpoint_url):
         raise ConfigError(f"config: sync.endpoint_url {s.endpoint_url!r} must be an http:// or https:// URL")

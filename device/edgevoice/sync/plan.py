@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..session.layout import QUARANTINE, is_temp
+from .files import upload_order
 from .state import SessionState
 
 UNSEEN = -1
@@ -98,7 +99,7 @@ def look(session_path: Path, state: SessionState, *, full: bool, clock_ns: Calla
     # Records of files in directories listed this time that were not seen are gone (files are never
     # deleted by the store except with their session; a quarantined file is one).
     gone = [rel for rel in state.files if _parent(rel) in listed and rel not in seen_files]
-    pending.sort(key=_upload_order)
+    pending.sort(key=lambda p: upload_order(p.rel))
     return Look(pending, dirs, gone)
 
 
@@ -108,16 +109,3 @@ def _children(dirs: dict[str, int], rel_dir: str) -> list[str]:
 
 def _parent(rel: str) -> str:
     return rel.rpartition("/")[0]
-
-
-def _upload_order(p: Pending) -> tuple[int, str, int, str]:
-    """Messages first, in their numbering, then agent.json, then session.json: a reader of the bucket never
-    sees an agent or session whose messages are not there yet (the state files say what exists)."""
-    name = p.rel.rpartition("/")[2]
-    if name.startswith("message_") and name.endswith(".json"):
-        digits = name[len("message_") : -5]
-        n = int(digits) if digits.isascii() and digits.isdigit() else 0
-        return (0, _parent(p.rel), n, name)
-    if name == "session.json":
-        return (2, p.rel, 0, name)
-    return (1, p.rel, 0, name)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import calendar
 import os
-import re
 import stat
 import sys
 from collections.abc import Iterator
@@ -29,18 +28,14 @@ from typing import Any
 from ..config import ConfigError, Settings
 from ..errors import UserError
 from ..session.atomic import write_bytes
-from ..session.layout import SESSION_PREFIX, message_index
+from ..session.layout import SESSION_PREFIX
 from ..session.lock import StoreBusy, lock_store
 from . import state as sync_state
 from .bucket import crc32_b64, describe, is_transient, make_client
-from .files import Unusable, check_file
+from .files import Unusable, check_file, is_restored, upload_order
 from .fleet import Unreachable, check_device, check_session_id, failure, objects, session_key
 from .names import device_id
 from .state import Record
-
-_ID = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}"
-# The files the daemon restores, and nothing else: a key is never a path out of the session directory.
-_LAYOUT = re.compile(rf"^(session\.json|agents/agent_{_ID}/agent\.json|agents/agent_{_ID}/messages/message_\d+\.json)$")
 
 
 @dataclass
@@ -80,7 +75,7 @@ def pull(settings: Settings, session_id: str, device: str | None) -> int:
         if device is None:
             raise
         own = None  # this device's id is unknown, so the folder named is not its own: nothing is recorded
-    folder = check_device(s, device) if device is not None else str(own)
+    folder = check_device(device) if device is not None else str(own)
     base = session_key(s, folder, session_id)
     where = f"s3://{s.bucket}/{base}/"
     try:
@@ -140,7 +135,7 @@ def _pull_all(
     wanted = []
     for obj in listed:
         rel = str(obj["Key"])[len(base) + 1 :]
-        if _LAYOUT.match(rel):
+        if is_restored(rel):  # nothing else is written: a key never names a path out of the session
             wanted.append(rel)
         else:
             out.failed += 1
@@ -149,7 +144,7 @@ def _pull_all(
         # The sync service uploads it last: its first upload did not finish. What is there is still pulled.
         out.failed += 1
         out.notes.append("session.json is not in the bucket (the session's first upload did not finish?)")
-    wanted.sort(key=_order)  # messages, then agent.json, then session.json: as the sync service uploads
+    wanted.sort(key=upload_order)  # messages, then agent.json, then session.json: as the sync service uploads
     st = sync_state.load(session_path) if record else None
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="edgevoice-pull") as pool:
         fetches = [(rel, pool.submit(_fetch, client, bucket, f"{base}/{rel}")) for rel in wanted]
@@ -164,14 +159,6 @@ def _pull_all(
     if st is not None and out.recorded:
         sync_state.save(session_path, st)
     return out
-
-
-def _order(rel: str) -> tuple[int, str, int]:
-    parent, _, name = rel.rpartition("/")
-    n = message_index(name)
-    if n is not None:
-        return (0, parent, n)
-    return (2 if rel == "session.json" else 1, rel, 0)
 
 
 def _fetch(client: Any, bucket: str, key: str) -> tuple[bytes, dict[str, Any]]:
