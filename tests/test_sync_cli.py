@@ -76,6 +76,8 @@ def test_once_uploads_then_finds_nothing_to_do_and_sessions_list_says_synced(
     store = tmp_path / "sessions"
     shutil.copytree(recorded, store)
     cfg = write_config(tmp_path, store, endpoint, prefix="cli-ok")
+    (store / "session_kitchen" / "quarantine").mkdir()  # set aside by a scan: never uploaded, never counted
+    (store / "session_kitchen" / "quarantine" / "message_9.json").write_text("{")
     assert synced(env, cfg) == {"kitchen": False}
     first = edgevoice(env, "sync", "--config", str(cfg), "--once")
     assert first.returncode == 0, first.stderr
@@ -87,6 +89,8 @@ def test_once_uploads_then_finds_nothing_to_do_and_sessions_list_says_synced(
     assert keys == 6
     for out in (first, again):
         assert SECRET not in out.stdout + out.stderr and "AKIAEDGEVOICETEST001" not in out.stdout + out.stderr
+    converse(store, "kitchen", "thank you")  # written after the last confirmed upload
+    assert synced(env, cfg) == {"kitchen": False}
 
 
 def test_once_exits_1_when_s3_cannot_be_reached_and_nothing_reads_synced(

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ConfigError, validate_session_id
-from ..sync.state import is_synced
+from ..sync.state import is_synced, is_uploaded
 from .jsonfile import BadFile, load_object
 from .layout import (
     AGENT_PREFIX,
@@ -74,6 +74,7 @@ def session_info(path: Path) -> SessionInfo:
     size = quarantined = 0
     newest: float | None = None
     messages: dict[str, int] = {}
+    uploaded: dict[str, os.stat_result] = {}  # what the sync state must cover (`sync.state.session_files`)
     for root, _dirs, files in os.walk(path):
         rel = Path(root).relative_to(path).parts
         in_quarantine = rel[:1] == (QUARANTINE,)
@@ -89,6 +90,8 @@ def session_info(path: Path) -> SessionInfo:
                 quarantined += not name.endswith(_REASON)
                 continue
             newest = st.st_mtime if newest is None or st.st_mtime > newest else newest
+            if is_uploaded(name):
+                uploaded["/".join((*rel, name))] = st
             if agent is not None and message_index(name) is not None:
                 messages[agent] = messages.get(agent, 0) + 1
     if newest is None:
@@ -98,7 +101,7 @@ def session_info(path: Path) -> SessionInfo:
         path=path,
         size_bytes=size,
         last_activity=newest,
-        synced=is_synced(path),
+        synced=is_synced(path, uploaded),
         quarantined=quarantined,
         messages=dict(sorted(messages.items())),
     )

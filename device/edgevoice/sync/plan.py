@@ -21,9 +21,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..session.layout import QUARANTINE, is_temp
+from ..session.layout import QUARANTINE
 from .files import upload_order
-from .state import SessionState
+from .state import SessionState, is_uploaded
 
 UNSEEN = -1
 """A directory's recorded mtime when it must be listed again next time."""
@@ -84,7 +84,7 @@ def look(session_path: Path, state: SessionState, *, full: bool, clock_ns: Calla
                 if not (rel_dir == "" and entry.name == QUARANTINE):
                     visit(rel)
                 continue
-            if is_temp(entry.name) or entry.name.startswith(".") or not entry.is_file(follow_symlinks=False):
+            if not is_uploaded(entry.name) or not entry.is_file(follow_symlinks=False):
                 continue
             try:
                 st = entry.stat(follow_symlinks=False)

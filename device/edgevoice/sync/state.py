@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -118,6 +119,11 @@ def forget(session_path: Path) -> None:
         os.unlink(state_path(session_path))
 
 
+def is_uploaded(name: str) -> bool:
+    """A file name the sync service uploads (outside `quarantine/`): not a temp file, not a dotfile."""
+    return not (is_temp(name) or name.startswith("."))
+
+
 def session_files(session_path: Path) -> dict[str, os.stat_result]:
     """Every file the sync service uploads from the session: relative path (with '/') -> its stat.
     Quarantined files and temp files are never uploaded, so they do not count."""
@@ -128,7 +134,7 @@ def session_files(session_path: Path) -> dict[str, os.stat_result]:
             dirs[:] = [d for d in dirs if d != QUARANTINE]
             rel_root = ""
         for name in files:
-            if is_temp(name) or name.startswith("."):
+            if not is_uploaded(name):
                 continue
             rel = f"{rel_root}/{name}" if rel_root else name
             try:
@@ -138,10 +144,11 @@ def session_files(session_path: Path) -> dict[str, os.stat_result]:
     return found
 
 
-def is_synced(session_path: Path) -> bool:
-    """True when every file of the session is confirmed in S3 as it is now (and there is at least one)."""
+def is_synced(session_path: Path, files: Mapping[str, os.stat_result] | None = None) -> bool:
+    """True when every file of the session is confirmed in S3 as it is now (and there is at least one).
+    `files`: the session's `session_files`, when the caller has just walked it anyway."""
     state = load(session_path)
-    files = session_files(session_path)
+    files = session_files(session_path) if files is None else files
     if not files:
         return False
     for rel, st in files.items():
