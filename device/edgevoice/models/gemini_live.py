@@ -118,7 +118,7 @@ class GeminiLiveModel(GoogleGeminiLiveModel):
 
     def __init__(self, *, resume: ResumeState | None = None, **kwargs: Any) -> None:
         client_args = dict(kwargs.pop("client_args", None) or {})
-        client_args["http_options"] = _with_keepalive(client_args.get("http_options"))
+        client_args["http_options"] = _http_options(client_args.get("http_options"))
         super().__init__(client_args=client_args, **kwargs)
         # After super().__init__: Strands clears `_live_session_handle` there, which must not reach the
         # shared state (a model built after an abandoned stop would forget the session).
@@ -257,7 +257,7 @@ class GeminiLiveModel(GoogleGeminiLiveModel):
         return config
 
 
-def _with_keepalive(http_options: Any) -> Any:
+def _http_options(http_options: Any) -> Any:
     """`http_options` with websockets' keepalive loosened, and one TLS context for all of google-genai's
     connections. google-genai hands `async_client_args` keys that `websockets.connect` takes to it (and
     filters them out of its HTTP clients); ours yield to the caller's. Left alone, every client it builds
