@@ -21,6 +21,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sessions": ("sessions", "list, show, export or reset stored conversations"),
     "sync": ("sync", "copy the stored sessions to S3 (--once: what is pending, then exit), or pull one back"),
     "fleet": ("fleet", "list the devices and sessions in the sync bucket, or show one conversation from it"),
+    "doctor": ("doctor", "check the audio devices, storage, clock, credentials and network; exit 0 when all pass"),
+    "status": ("status", "what the running daemon is doing now: state, session, provider, last error, sync backlog"),
 }
 
 

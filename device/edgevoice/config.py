@@ -20,8 +20,10 @@ from typing import Any, Literal
 from .settings import AudioSettings as AudioSettings
 from .settings import ConfigError as ConfigError
 from .settings import GateSettings as GateSettings
+from .settings import GpioSettings as GpioSettings
 from .settings import LocalModelSettings as LocalModelSettings
 from .settings import ModelSettings as ModelSettings
+from .settings import ServiceSettings as ServiceSettings
 from .settings import SessionSettings as SessionSettings
 from .settings import Settings as Settings
 from .settings import SyncSettings as SyncSettings
@@ -57,6 +59,9 @@ _RANGES: dict[str, tuple[float, float]] = {
     "sync.max_concurrency": (1, 64),
     "sync.max_bytes_per_s": (0, 2**53),
     "sync.backoff_max_s": (1, 86400),
+    "gpio.bounce_ms": (0, 1000),
+    "gpio.reset_hold_s": (0.5, 30),
+    "service.stop_timeout_s": (1, 60),
 }
 _CHOICES: dict[str, tuple[Any, ...]] = {"audio.period_ms": (10, 20, 30)}
 
@@ -126,7 +131,27 @@ def validate_session_id(session_id: str, key: str = "session.session_id") -> str
     return session_id
 
 
+_PIN = re.compile(r"^(?:(?:GPIO|BCM|WPI|BOARD|J8:)?[0-9]{1,2})$")
+"""gpiozero's pin names: a bare Broadcom number, or one prefixed by its numbering scheme or header."""
+
+
+def _check_pins(g: GpioSettings) -> None:
+    named: dict[str, str] = {}
+    for key in ("talk_pin", "reset_pin", "led_pin"):
+        pin = getattr(g, key)
+        if not pin:
+            continue
+        if not _PIN.match(pin):
+            raise ConfigError(
+                f"config: gpio.{key} must be a gpiozero pin name such as GPIO17, BOARD11 or 17 (got {pin!r})"
+            )
+        if pin in named:
+            raise ConfigError(f"config: gpio.{key} and gpio.{named[pin]} are the same pin ({pin})")
+        named[pin] = key
+
+
 def _cross_check(s: Settings) -> None:
+    _check_pins(s.gpio)
     validate_session_id(s.session.session_id)
     validate_session_id(s.session.agent_id, "session.agent_id")
     if s.gate.start_frames > s.gate.window_frames:

@@ -218,6 +218,43 @@ class SyncSettings:
 
 
 @dataclass(frozen=True)
+class GpioSettings:
+    talk_pin: str = ""
+    """Push-to-talk button, a gpiozero pin name (`GPIO17`, `BOARD11`, `17`; empty: none). Held, it opens a
+    turn; with `gate.mode = "vad"` it works beside the voice gate, with `push_to_talk` it is the only way in."""
+
+    reset_pin: str = ""
+    """Session-reset button (empty: none): held for `reset_hold_s`, it starts a new conversation at once.
+    The old session stays on disk and is synced."""
+
+    led_pin: str = ""
+    """Status LED (empty: none): steady while listening, slow blink thinking, fast blink speaking, two short
+    flashes every 2 s offline, quick blinking on an error; off while idle."""
+
+    pull_up: bool = True
+    """Buttons connect the pin to ground (internal pull-up on); false: to 3.3 V (pull-down)."""
+
+    bounce_ms: int = 20
+    """Button debounce time in ms (0: none)."""
+
+    reset_hold_s: float = 2.0
+    """How long the reset button must be held to start a new session (a short press does nothing)."""
+
+    led_active_high: bool = True
+    """The LED lights when its pin is high (false: wired to 3.3 V, lit when low)."""
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    status_file: str = "/run/edgevoice/status.json"
+    """Where `edgevoice run` keeps what it is doing now (state, session, provider, last error, sync backlog)
+    for `edgevoice status`; rewritten atomically on every change. Empty: none."""
+
+    stop_timeout_s: float = 5.0
+    """On SIGTERM: the longest the daemon takes to stop playback, flush the session store and exit."""
+
+
+@dataclass(frozen=True)
 class Settings:
     audio: AudioSettings = field(default_factory=AudioSettings)
     gate: GateSettings = field(default_factory=GateSettings)
@@ -225,3 +262,5 @@ class Settings:
     local: LocalModelSettings = field(default_factory=LocalModelSettings)
     session: SessionSettings = field(default_factory=SessionSettings)
     sync: SyncSettings = field(default_factory=SyncSettings)
+    gpio: GpioSettings = field(default_factory=GpioSettings)
+    service: ServiceSettings = field(default_factory=ServiceSettings)
