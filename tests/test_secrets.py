@@ -67,6 +67,27 @@ def test_surrounding_whitespace_is_stripped_from_env_and_file(
     assert apikeys.read_api_key(config.ModelSettings(api_key_file=str(key)), "NOPE_NOT_SET") == OPENAI_KEY
 
 
+def test_a_systemd_credential_comes_before_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Under systemd the key is a file of `$CREDENTIALS_DIRECTORY` (`LoadCredential=edgevoice:DIR` names a
+    file X of DIR `edgevoice_X`); the environment is the fallback, api_key_file the override."""
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-from-the-environment")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+    settings = config.ModelSettings()
+    assert apikeys.read_api_key(settings, "OPENAI_API_KEY") == "sk-from-the-environment"  # none passed
+    (creds / "edgevoice_OPENAI_API_KEY").write_text(f"{OPENAI_KEY}\n")
+    assert apikeys.read_api_key(settings, "OPENAI_API_KEY") == OPENAI_KEY
+    key = tmp_path / "key"
+    key.write_text("sk-from-the-file")
+    key.chmod(0o600)
+    assert apikeys.read_api_key(config.ModelSettings(api_key_file=str(key)), "OPENAI_API_KEY") == "sk-from-the-file"
+    (creds / "edgevoice_OPENAI_API_KEY").write_text("sk-evtest bad key")
+    with pytest.raises(config.ConfigError) as e:
+        apikeys.read_api_key(settings, "OPENAI_API_KEY")
+    assert "systemd credential edgevoice_OPENAI_API_KEY" in str(e.value) and "evtest" not in str(e.value)
+
+
 BAD_KEYS = [
     ("sk-evtest-Q7f3kZ9p\r\nLm2Xw8Rt5Yb1Nc4Vd6Hs0JqA", "whitespace or control"),
     ("sk-evtest-Q7f3kZ9p Lm2Xw8Rt5Yb1Nc4Vd6Hs0JqA", "whitespace or control"),

@@ -26,6 +26,8 @@ import types
 from collections.abc import Iterable, Mapping
 from typing import Any, TextIO
 
+from . import journal
+
 REDACTED = "[REDACTED]"
 
 # Loggers `-v` turns to DEBUG. Everything else stays at INFO unless named with --debug-logger.
@@ -194,13 +196,17 @@ class RedactingFilter(logging.Filter):
         return True
 
 
-def setup(
-    *, verbose: bool = False, debug_loggers: Iterable[str] = (), stream: TextIO | None = None
-) -> logging.Handler:
+def setup(*, verbose: bool = False, debug_loggers: Iterable[str] = (), stream: TextIO | None = None) -> logging.Handler:
     """Configure the root logger for the console script; returns its (redacting) handler."""
     register_environment()
-    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler: logging.Handler
+    if stream is None and journal.stderr_is_journal() and os.path.exists(journal.SOCKET):
+        # Under systemd: records with fields (session, state, reason); journald adds the time and the level.
+        handler = journal.JournalHandler()
+        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+    else:
+        handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     handler.addFilter(RedactingFilter())
     root = logging.getLogger()
     for old in list(root.handlers):

@@ -246,9 +246,10 @@ class GpioSettings:
 
 @dataclass(frozen=True)
 class ServiceSettings:
-    status_file: str = "/run/edgevoice/status.json"
+    status_file: str = ""
     """Where `edgevoice run` keeps what it is doing now (state, session, provider, last error, sync backlog)
-    for `edgevoice status`; rewritten atomically on every change. Empty: none."""
+    for `edgevoice status`, rewritten atomically on every change. Empty: `$RUNTIME_DIRECTORY/status.json`
+    under systemd (the unit's `RuntimeDirectory=edgevoice`, so `/run/edgevoice/status.json`), none otherwise."""
 
     stop_timeout_s: float = 5.0
     """On SIGTERM: the longest the daemon takes to stop playback, flush the session store and exit."""

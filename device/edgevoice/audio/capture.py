@@ -96,6 +96,7 @@ class Capture:
         self._overruns = 0
         self._reopens = 0
         self._open_failures = 0
+        self._heartbeat = time.monotonic()
         self._pcm: CapturePcm | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -126,6 +127,12 @@ class Capture:
     def open_failures(self) -> int:
         """Failed attempts to open the device."""
         return self._open_failures
+
+    @property
+    def heartbeat(self) -> float:
+        """When (time.monotonic) the reader thread last came round its loop: one read of a period, or one
+        wait between attempts to open. The watchdog's sign of a read that never returns."""
+        return self._heartbeat
 
     @property
     def is_open(self) -> bool:
@@ -230,6 +237,7 @@ class Capture:
         started = time.monotonic()
         try:
             while not self._stop.is_set():
+                self._heartbeat = time.monotonic()
                 if self._pcm is None:
                     try:
                         self._pcm, resampler = self._open()

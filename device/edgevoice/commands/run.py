@@ -7,10 +7,18 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
 import signal
+import threading
+from typing import TYPE_CHECKING
 
 from .. import config
 from ..errors import UserError
+
+if TYPE_CHECKING:
+    from ..appliance.notify import Notifier
+    from ..appliance.status import Status
+    from ..daemon.voice import Service, VoiceLoop
 
 log = logging.getLogger("edgevoice.run")
 
@@ -58,8 +66,10 @@ def positive_int(flag: str, text: str | None) -> int | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..appliance.notify import Notifier
     from ..models.lean import lean_botocore
 
+    notifier = Notifier.from_environ()  # before any child process could inherit $NOTIFY_SOCKET
     lean_botocore()  # first, before anything imports strands (and botocore with it)
     from .. import checks
     from ..audio import alsalib
@@ -72,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     alsalib.install_error_handler()  # before the first open, so even the device check stays quiet
     check_devices(settings.audio)
     _log_start(args.config, settings)
-    return asyncio.run(_main(settings, pace, frames))
+    return asyncio.run(_main(settings, pace, frames, notifier))
 
 
 def _log_start(path: str | None, settings: config.Settings) -> None:
@@ -95,25 +105,41 @@ def _log_start(path: str | None, settings: config.Settings) -> None:
     )
 
 
-async def _main(settings: config.Settings, pace: float | None, frames: int | None) -> int:
+async def _main(settings: config.Settings, pace: float | None, frames: int | None, notifier: Notifier) -> int:
+    from .. import journal
+    from ..appliance.status import Status, status_path
     from ..daemon.connection import AgentBug
-    from ..daemon.voice import StoreRetry, VoiceLoop, make_capture
+    from ..daemon.voice import VoiceLoop, make_capture
+    from ..session.current import current_session_id
 
+    journal.context["session"] = current_session_id(settings.session)  # a field of every record under systemd
+    status = Status(
+        notifier,
+        status_path(settings.service.status_file),
+        provider=settings.model.provider,
+        session_id=current_session_id(settings.session),
+    )
+    status.publish()
     capture = make_capture(settings, pace=pace, max_frames=frames)
     loop = VoiceLoop(
         settings,
         capture=capture,
         stop_when_input_ends=frames is not None,
-        # What runs beside the loop; the watchdog and buttons join here later. (`loop` is bound before the
-        # retry first looks, 5 s in.)
-        services=[StoreRetry(lambda: loop.session_manager)],
+        on_ready=lambda: ready(notifier, status, loop.state.state.value),
+        on_state=lambda _old, new: status.update(state=new.value),
+        on_phase=lambda _old, new: status.update(connection=new.value, last_error=loop.connection.last_error),
     )
+    loop.services[:] = services(settings, loop, notifier, status)
     task = asyncio.current_task()
     assert task is not None
     ev = asyncio.get_running_loop()
     got: list[signal.Signals] = []
 
     def stop(sig: signal.Signals) -> None:
+        if not got:
+            notifier.send("STOPPING=1")
+            status.update(state="stopping")
+            _exit_after(settings.service.stop_timeout_s)
         got.append(sig)
         task.cancel()
 
@@ -124,6 +150,52 @@ async def _main(settings: config.Settings, pace: float | None, frames: int | Non
             await loop.run()
     except AgentBug:
         return 1  # logged with its traceback; systemd restarts the daemon
+    finally:
+        status.remove()
     if got:
         log.info("stopped on %s", got[0].name)
     return INTERRUPTED if got and got[0] is signal.SIGINT else 0
+
+
+def ready(notifier: Notifier, status: Status, state: str) -> None:
+    """Audio flows (the first frame was accepted): systemd may consider the service started."""
+    status.update(state=state)
+    notifier.send("READY=1")
+
+
+def services(settings: config.Settings, loop: VoiceLoop, notifier: Notifier, status: Status) -> list[Service]:
+    """What runs beside the voice loop: the store retry, the watchdog, the status's watchers."""
+    from ..appliance.status import StorageWatch, SyncBacklog
+    from ..appliance.watchdog import Watchdog, capture_check, store_check
+    from ..daemon.voice import StoreRetry
+
+    def store_problem() -> str | None:
+        sm = loop.session_manager
+        return getattr(sm, "storage_problem", None)
+
+    def write_started() -> float | None:
+        return getattr(loop.session_manager, "write_started", None)
+
+    out: list[Service] = [
+        StoreRetry(lambda: loop.session_manager),
+        Watchdog(notifier, [capture_check(loop.capture), store_check(write_started)]),
+        StorageWatch(status, store_problem),
+    ]
+    if settings.sync.bucket:
+        out.append(SyncBacklog(status, settings.session.dir))
+    return out
+
+
+def _exit_after(seconds: float) -> None:
+    """SIGTERM: playback stops and the store is flushed on the way out; should anything hang (a model's stop,
+    a write on a dying card), the process is gone within `seconds` anyway. Every session write is atomic, so
+    an exit at any point loses nothing stored."""
+
+    def force() -> None:
+        log.error("stop: still busy after %g s; exiting now", seconds)
+        logging.shutdown()
+        os._exit(0)
+
+    timer = threading.Timer(seconds, force)
+    timer.daemon = True
+    timer.start()

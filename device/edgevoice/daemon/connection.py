@@ -139,6 +139,8 @@ class Connection[A: Agent]:
         self.agent: A | None = None
         self.reconnects = 0
         self.fallbacks = 0
+        self.last_error: str | None = None
+        """The last failure's reason line (as logged), kept after recovery: for `edgevoice status`."""
         self._lost_at: float | None = None  # set while the model is lost (MODEL_LOST fired, MODEL_BACK not yet)
         self._failures = 0  # failed attempts in the current outage (the backoff's count spans short reconnects)
         self._started = False  # the current attempt's agent started (its model connected)
@@ -229,7 +231,8 @@ class Connection[A: Agent]:
         if self._started and self._clock() - self._up_at >= STABLE_S:
             self._streak = 0  # it had been up a good while: a new outage, not the next failure of this one
         self._streak += 1
-        log.error("model stopped: %s; retrying in %.1f s", reason(e), delay)
+        self.last_error = reason(e)
+        log.error("model stopped: %s; retrying in %.1f s", self.last_error, delay, extra={"reason": self.last_error})
         self._dropped()
         self._lost()
         return delay

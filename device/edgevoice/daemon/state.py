@@ -45,6 +45,9 @@ TRANSITIONS: dict[tuple[State, Event], State] = {
     (State.SPEAKING, Event.TURN_STARTED): State.LISTENING,
     (State.LISTENING, Event.TURN_ENDED): State.THINKING,
     (State.THINKING, Event.PLAYBACK_STARTED): State.SPEAKING,
+    # A quick model (the offline one) can answer inside the gate's hangover, before the turn has ended.
+    (State.LISTENING, Event.PLAYBACK_STARTED): State.SPEAKING,
+    (State.THINKING, Event.PLAYBACK_IDLE): State.IDLE,
     (State.IDLE, Event.PLAYBACK_STARTED): State.SPEAKING,
     (State.SPEAKING, Event.PLAYBACK_IDLE): State.IDLE,
     (State.THINKING, Event.RESPONSE_DONE): State.IDLE,
@@ -69,7 +72,7 @@ class StateMachine:
         if new is not self.state:
             old, self.state = self.state, new
             # INFO: an operator reads what the device is doing from the journal (no audio, no text here).
-            log.info("state %s -> %s on %s", old.value, new.value, event.value)
+            log.info("state %s -> %s on %s", old.value, new.value, event.value, extra={"state": new.value})
             for listener in self._listeners:
                 listener(old, new)
         return self.state

@@ -138,6 +138,11 @@ class DurableFileSessionManager(FileSessionManager):
         return self._held.problem
 
     @property
+    def write_started(self) -> float | None:
+        """When (time.monotonic) the write in progress began, or None (`appliance/watchdog.py`)."""
+        return self._held.write_started
+
+    @property
     def degraded(self) -> bool:
         return self._held.problem is not None
 

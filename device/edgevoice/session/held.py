@@ -12,10 +12,12 @@ No Strands import.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from .atomic import write_bytes
@@ -35,6 +37,8 @@ class HeldWrites:
         self._failing: str | None = None  # what the first failure of the current outage said
         # The daemon builds the agent (and restores) in a thread while its 5 s poller retries on the loop.
         self._lock = threading.RLock()
+        self.write_started: float | None = None
+        """When (time.monotonic) the write in progress began, or None: the watchdog's sign of a hung flash."""
 
     # -- what cannot be written ------------------------------------------------------------------
     def block(self, paths: Iterable[Path], why: str) -> None:
@@ -47,8 +51,16 @@ class HeldWrites:
 
     # -- writes ------------------------------------------------------------------------------------
     def write(self, path: str | os.PathLike[str], data: bytes) -> None:
-        with self._lock:
+        with self._lock, self._writing():
             self._write(key(path), data)
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        self.write_started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.write_started = None
 
     def _write(self, k: str, data: bytes) -> None:
         if self.blocked(k):
@@ -77,7 +89,7 @@ class HeldWrites:
 
     def retry(self) -> bool:
         """Try the held writes again, oldest first; True when none is left that may be written."""
-        with self._lock:
+        with self._lock, self._writing():
             return self._retry()
 
     def _retry(self) -> bool:
@@ -91,7 +103,8 @@ class HeldWrites:
             kept = len(self._pending)  # only writes to blocked paths are left
             log.warning(
                 "session store: writes resumed; %s",
-                f"{kept} write(s) to paths the scan left blocked stay in memory" if kept
+                f"{kept} write(s) to paths the scan left blocked stay in memory"
+                if kept
                 else "everything held in memory is on disk",
             )
             self._failing = None
@@ -132,6 +145,7 @@ class HeldWrites:
         if lost:
             log.error(
                 "session store: %d write(s) held in memory are lost at exit, never stored: %s",
-                len(lost), ", ".join(lost),
+                len(lost),
+                ", ".join(lost),
             )
         return lost
