@@ -48,34 +48,63 @@ def test_push_to_talk_passes_frames_exactly_while_held(speech_frames: list[bytes
     assert gate.press() == [TurnStarted([], 50 * fs)]
     assert gate.press() == []  # already held
     assert gate.process(speech_frames[50]) == [TurnFrame(speech_frames[50])]
-    assert gate.release() == [TurnEnded(51 * fs, "released")]
+    assert gate.release() == [TurnEnded(51 * fs, "empty")]  # 30 ms held: nothing was said in it
     assert gate.release() == []
 
 
-def test_push_to_talk_passes_silence_too() -> None:
+def test_push_to_talk_passes_silence_too_and_a_turn_with_nothing_said_is_empty(speech_frames: list[bytes]) -> None:
     gate = Gate(PTT, None)
     gate.press()
     silence = bytes(960)
     assert [gate.process(silence) for _ in range(5)] == [[TurnFrame(silence)]] * 5
-
-
-def test_push_to_talk_is_cut_at_max_length_and_needs_a_new_press() -> None:
-    gate = Gate(dataclasses.replace(PTT, max_utterance_s=1.0), None)
-    frame = bytes(960)
+    assert gate.release() == [TurnEnded(5 * 480, "empty")]
     gate.press()
-    events = [e for _ in range(60) for e in gate.process(frame)]
+    for f in speech_frames:
+        gate.process(f)
+    assert gate.release()[0].reason == "released"  # type: ignore[union-attr]
+
+
+def test_push_to_talk_is_cut_at_max_length_and_needs_a_new_press(speech_frames: list[bytes]) -> None:
+    gate = Gate(dataclasses.replace(PTT, max_utterance_s=1.0), None)
+    talk = speech_frames[15:75]  # speech throughout (a silent hold would end `empty`)
+    gate.press()
+    events = [e for f in talk for e in gate.process(f)]
     assert sum(isinstance(e, TurnFrame) for e in events) == 34  # 34 x 30 ms: the first to reach 1 s
     assert events[-1] == TurnEnded(34 * 480, "max_length")
     assert gate.state is GateState.COOLDOWN and not gate.in_turn
     assert gate.release() == []
     assert gate.press() == [TurnStarted([], 60 * 480)]
-    assert gate.process(frame) == [TurnFrame(frame)]
+    assert gate.process(talk[0]) == [TurnFrame(talk[0])]
 
 
-def test_press_in_vad_mode_is_a_mistake() -> None:
+def test_the_button_beside_the_voice_gate(speech_frames: list[bytes]) -> None:
+    """vad mode with a talk button: a press opens a turn on silence; a press during a voice-opened turn
+    holds it through pauses (no hangover ends it) until the release; then the voice gate works as before."""
     gate = Gate(GateSettings(judge="none"), None)
-    with pytest.raises(RuntimeError, match="push_to_talk"):
-        gate.press()
+    silence = bytes(960)
+    for _ in range(10):
+        assert gate.process(silence) == []
+    assert gate.press() == [TurnStarted([], 10 * 480)]
+    for _ in range(40):  # 1.2 s of silence: far past the 700 ms hangover, still held
+        assert gate.process(silence) == [TurnFrame(silence)]
+    assert gate.release() == [TurnEnded(50 * 480, "empty")]  # and nothing said in it
+    assert gate.state is GateState.IDLE
+    gate.press()
+    held = [silence] * 40 + speech_frames
+    assert [e for f in held for e in gate.process(f)] == [TurnFrame(f) for f in held]
+    assert gate.release()[0].reason == "released"  # type: ignore[union-attr]
+    # Speech opens a turn by voice, and alone a pause ends it.
+    talk = speech_frames + [silence] * 40
+    events = [e for f in talk for e in gate.process(f) if not isinstance(e, TurnFrame)]
+    assert [type(e) for e in events] == [TurnStarted, TurnEnded] and events[1].reason == "silence"  # type: ignore[union-attr]
+    # A press inside a voice-opened turn holds it: the pause does not end it, the release does.
+    gate = Gate(GateSettings(judge="none"), None)
+    i = next(i for i, f in enumerate(talk) if any(isinstance(e, TurnStarted) for e in gate.process(f)))
+    assert gate.press() == [] and gate.state is GateState.HELD
+    assert [e for f in talk[i + 1 :] for e in gate.process(f)] == [TurnFrame(f) for f in talk[i + 1 :]]
+    assert gate.release() == [TurnEnded(gate.position, "released")]
+    n = sum(bool(gate.process(f)) for f in talk)
+    assert n > 0, "the voice gate opens turns again after the release"
 
 
 def test_max_utterance_cuts_a_turn_and_the_gate_keeps_working() -> None:

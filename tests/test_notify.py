@@ -360,3 +360,32 @@ def test_status_line_reads_like_the_issue_and_the_file_is_atomic(tmp_path: Path,
     manager.wait_for("STATUS", "offline")
     assert status_path("", {"RUNTIME_DIRECTORY": "/run/edgevoice:/run/other"}) == "/run/edgevoice/status.json"
     assert status_path("", {}) == "" and status_path("/x.json", {"RUNTIME_DIRECTORY": "/run/e"}) == "/x.json"
+
+
+def test_a_missing_microphone_holds_ready_back_and_the_status_says_why(
+    alsa: AsoundRc, manager: Manager, tmp_path: Path
+) -> None:
+    """A USB mic not plugged in at boot: the unit stays `activating` (no READY=1) with a STATUS that says
+    what it waits for, and READY=1 comes once the device appears and audio flows."""
+    cfg = daemon_config(alsa, tmp_path)
+    mic = tmp_path / "mic.raw"
+    mic.rename(tmp_path / "later.raw")  # a capture `file` PCM whose infile is missing does not open
+    env = {**alsa.env(), "NOTIFY_SOCKET": str(manager.path), "WATCHDOG_USEC": "900000"}
+    p = subprocess.Popen(
+        [EDGEVOICE, "run", "--config", str(cfg), "--input-pace", "1"], env=env, stderr=subprocess.DEVNULL
+    )
+    try:
+        manager.wait_for("STATUS", "starting, waiting for the microphone mic", timeout=30)
+        time.sleep(1.0)
+        assert not any("READY" in m for _, m in manager.messages)
+        # systemd arms the watchdog only after READY=1: meanwhile the start timeout is extended, tick by tick.
+        extends = [t for t, m in manager.messages if m.get("EXTEND_TIMEOUT_USEC") == "900000"]
+        assert len(extends) >= 3, manager.keys()
+        (tmp_path / "later.raw").rename(mic)
+        ready = manager.wait_for("READY", "1", timeout=30)
+        manager.wait_for("STATUS", "idle")
+        time.sleep(0.5)
+    finally:
+        p.terminate()
+        assert p.wait(timeout=10) == 0
+    assert not [t for t, m in manager.messages if "EXTEND_TIMEOUT_USEC" in m and t > ready + 0.05]

@@ -220,6 +220,7 @@ def setup(*, verbose: bool = False, debug_loggers: Iterable[str] = (), stream: T
     for name in debug_loggers:
         logging.getLogger(name).setLevel(logging.DEBUG)
     _route_uncaught_exceptions()
+    logging.captureWarnings(True)  # library warnings (gpiozero's pin factory fallbacks) through the filter too
     return handler
 
 

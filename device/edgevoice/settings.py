@@ -228,8 +228,8 @@ class GpioSettings:
     The old session stays on disk and is synced."""
 
     led_pin: str = ""
-    """Status LED (empty: none): steady while listening, slow blink thinking, fast blink speaking, two short
-    flashes every 2 s offline, quick blinking on an error; off while idle."""
+    """Status LED (empty: none): on while listening, slow blink thinking, fast blink speaking, a short flash
+    every 2 s offline, very fast blink when the flash will not take the conversation; off while idle."""
 
     pull_up: bool = True
     """Buttons connect the pin to ground (internal pull-up on); false: to 3.3 V (pull-down)."""

@@ -56,6 +56,8 @@ class Facts:
     last_error_at: float | None = None
     storage: str | None = None
     """Why the conversation is not all on the flash now (the store's own line), or None."""
+    capture: str | None = None
+    """What keeps the microphone from delivering (`waiting for the microphone <device>`), or None."""
     sync_backlog: int | None = None
     """Sessions not yet confirmed in S3; None when sync is off or not counted yet."""
 
@@ -63,6 +65,8 @@ class Facts:
 def line(f: Facts) -> str:
     """The one line `systemctl status` shows."""
     parts = [f.state]
+    if f.capture:
+        parts.append(f.capture)
     if f.connection == "fallback":
         parts.append("offline model answering")
     if f.storage:
@@ -124,6 +128,9 @@ class Status:
         try:
             self._path.parent.mkdir(parents=True, exist_ok=True)
             tmp.write_text(json.dumps(self.as_dict()) + "\n")
+            # Readable by anyone on the device (no secret is in it): `edgevoice status` without sudo, though
+            # the unit's UMask=0077 would make it the service user's alone.
+            tmp.chmod(0o644)
             # /run is a tmpfs: the rename is all the atomicity a reader needs, and there is no flash to fsync.
             os.replace(tmp, self._path)
         except OSError as e:
@@ -164,16 +171,16 @@ class SyncBacklog:
             await asyncio.sleep(self._period_s)
 
 
-class StorageWatch:
-    """The service that copies the store's trouble (`problem()`: full, read-only; None when fine) into
-    `status` every `period_s`."""
+class Watch:
+    """The service that copies facts that change without an event into `status` every `period_s`:
+    `facts` maps a field of `Facts` to what reads it (the store's trouble, the microphone's absence)."""
 
-    def __init__(self, status: Status, problem: Callable[[], str | None], period_s: float = 2.0) -> None:
+    def __init__(self, status: Status, facts: Mapping[str, Callable[[], object]], period_s: float = 2.0) -> None:
         self._status = status
-        self._problem = problem
+        self._facts = dict(facts)
         self._period_s = period_s
 
     async def run(self) -> None:
         while True:
-            self._status.update(storage=self._problem())
+            self._status.update(**{name: read() for name, read in self._facts.items()})
             await asyncio.sleep(self._period_s)

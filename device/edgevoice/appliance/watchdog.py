@@ -5,6 +5,11 @@ can hang without blocking the loop are asked each tick (`checks`): the capture t
 never returns) and the session store (a write stuck on a dying SD card). A check answers None (healthy) or
 one line saying what is wrong; while any answers, no ping goes, and systemd restarts the service once
 `WatchdogSec=` has passed without one. Each problem is logged once, when the pings stop for it.
+
+systemd arms the watchdog only once start-up completed (READY=1, which waits for audio to flow). Before
+that, each healthy tick extends the start timeout instead (`EXTEND_TIMEOUT_USEC`, by the watchdog's own
+timeout): a daemon waiting for a USB mic stays `activating` for as long as it takes, and one that hangs
+while starting still fails its start and is restarted.
 """
 
 from __future__ import annotations
@@ -80,9 +85,11 @@ class Watchdog:
         checks: Sequence[Check] = (),
         *,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        started: Callable[[], bool] = lambda: True,
     ) -> None:
         self._notifier = notifier
         self._checks = list(checks)
+        self._started = started  # READY=1 went: from then on the watchdog itself is armed
         self._sleep = sleep
         self.pings = 0
         self.withheld: str | None = None
@@ -101,6 +108,9 @@ class Watchdog:
             log.warning("watchdog: healthy again; pinging")
             self.withheld = None
         self.pings += 1
+        if not self._started() and self._notifier.watchdog_s is not None:
+            usec = round(self._notifier.watchdog_s * 3 * 1e6)  # the watchdog's timeout (pings go at a third)
+            return self._notifier.send("WATCHDOG=1", f"EXTEND_TIMEOUT_USEC={usec}")
         return self._notifier.send("WATCHDOG=1")
 
     async def run(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import faulthandler
 import logging
 import math
 import os
@@ -70,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from ..models.lean import lean_botocore
 
     notifier = Notifier.from_environ()  # before any child process could inherit $NOTIFY_SOCKET
+    faulthandler.enable()  # a watchdog abort (SIGABRT) writes every thread's stack to the journal
     lean_botocore()  # first, before anything imports strands (and botocore with it)
     from .. import checks
     from ..audio import alsalib
@@ -130,6 +132,12 @@ async def _main(settings: config.Settings, pace: float | None, frames: int | Non
         on_phase=lambda _old, new: status.update(connection=new.value, last_error=loop.connection.last_error),
     )
     loop.services[:] = services(settings, loop, notifier, status)
+
+    def switched(session_id: str) -> None:
+        journal.context["session"] = session_id
+        status.update(session_id=session_id)
+
+    loop.sessions.when_switched = switched
     task = asyncio.current_task()
     assert task is not None
     ev = asyncio.get_running_loop()
@@ -165,7 +173,8 @@ def ready(notifier: Notifier, status: Status, state: str) -> None:
 
 def services(settings: config.Settings, loop: VoiceLoop, notifier: Notifier, status: Status) -> list[Service]:
     """What runs beside the voice loop: the store retry, the watchdog, the status's watchers."""
-    from ..appliance.status import StorageWatch, SyncBacklog
+    from ..appliance.panel import Panel
+    from ..appliance.status import SyncBacklog, Watch
     from ..appliance.watchdog import Watchdog, capture_check, store_check
     from ..daemon.voice import StoreRetry
 
@@ -178,12 +187,28 @@ def services(settings: config.Settings, loop: VoiceLoop, notifier: Notifier, sta
 
     out: list[Service] = [
         StoreRetry(lambda: loop.session_manager),
-        Watchdog(notifier, [capture_check(loop.capture), store_check(write_started)]),
-        StorageWatch(status, store_problem),
+        Watchdog(
+            notifier,
+            [capture_check(loop.capture), store_check(write_started)],
+            started=lambda: loop.mic.frames_seen > 0,  # READY=1 goes with the first frame
+        ),
+        Watch(status, {"storage": store_problem, "capture": lambda: capture_problem(loop)}),
     ]
     if settings.sync.bucket:
         out.append(SyncBacklog(status, settings.session.dir))
+    panel = Panel(loop, status)
+    if panel.wanted:
+        out.append(panel)
     return out
+
+
+def capture_problem(loop: VoiceLoop) -> str | None:
+    """While the capture device has never opened (a USB mic not plugged in yet), the status says so: the
+    unit stays `activating` until audio flows (READY=1), and `systemctl status` shows why."""
+    capture = loop.capture
+    if loop.mic.frames_seen or getattr(capture, "is_open", True) or capture.ended:
+        return None
+    return f"waiting for the microphone {capture.device}"
 
 
 def _exit_after(seconds: float) -> None:

@@ -44,6 +44,8 @@ class AgentBuilder:
         self.current: BidiAgent | None = None
         """The agent built last."""
         self.builds = 0
+        self.session_id: str | None = None
+        """The session the store is made for (None: the device's current one, `session/current.py`)."""
         self._fallback_model: LocalModel | None = None
 
     async def __call__(self) -> BidiAgent:
@@ -69,6 +71,17 @@ class AgentBuilder:
             self._fallback_model = LocalModel(s.local, system_prompt=s.model.system_prompt, offline_fallback=True)
         return self._agent(self._fallback_model)
 
+    def new_session(self, session_id: str) -> None:
+        """Forget the agent and the store: the next build makes both afresh for `session_id` (no history).
+        The old agent is detached from the old store first: nothing it still does is stored."""
+        from ..session.durable import detach
+
+        if self.session_manager is not None and self.current is not None:
+            detach(self.session_manager, self.current)
+        self.session_manager = None
+        self.current = None
+        self.session_id = session_id
+
     def cloud_back(self) -> None:
         """The cloud answered again: the next outage's first offline answer says why again."""
         if self._fallback_model is not None:
@@ -82,7 +95,7 @@ class AgentBuilder:
 
         s = self._settings
         if self.session_manager is None:
-            self.session_manager = make_session_manager(s.session)
+            self.session_manager = make_session_manager(s.session, self.session_id)
         elif self.current is not None:
             detach(self.session_manager, self.current)
         t = self.tools

@@ -178,6 +178,11 @@ class Connection[A: Agent]:
         self.watch.ended()
         self.runner.poke()
 
+    def turn_dropped(self) -> None:
+        """The open user turn was dropped (a button press with nothing said): no answer is owed for it."""
+        self.watch.turn_dropped()
+        self.runner.poke()
+
     def user_turn(self) -> None:
         """A user turn began: nothing is owed until it is sent (and an idle connection opens again)."""
         self.watch.user_turn()

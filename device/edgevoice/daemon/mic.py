@@ -89,6 +89,9 @@ class GatedMic:
         """Called when a turn opens: the user has the floor."""
         self.on_turn_ended: Callable[[], None] | None = None
         """Called when a turn closes (its end marker queued): an answer is owed."""
+        self.on_turn_dropped: Callable[[], None] | None = None
+        """Called when an open turn is dropped for having no speech in it: nothing is owed."""
+        self.turns_dropped = 0
         # Turn audio (16 kHz) waiting for the agent, each chunk flagged when it is a turn's end marker; bounded
         # so a model that is down cannot grow it without end.
         self._pending: deque[tuple[bytes, bool]] = deque(maxlen=max_pending)
@@ -218,12 +221,28 @@ class GatedMic:
                     self._send(f)
             elif isinstance(decision, TurnFrame):
                 self._send(decision.frame)
+            elif isinstance(decision, TurnEnded) and decision.reason == "empty":
+                self._drop_open_turn()
             elif isinstance(decision, TurnEnded):
                 self.turns_ended += 1
                 self._send(self._padding, end=True)
                 if self.on_turn_ended:
                     self.on_turn_ended()
                 self._state.fire(Event.TURN_ENDED)
+
+    def _drop_open_turn(self) -> None:
+        """A button press with nothing said: what the agent has not read of it is dropped, no end marker goes
+        (the model would be owed nothing it could answer; what it read was silence, which no model answers),
+        and the state goes back to idle."""
+        items = list(self._pending)
+        last_end = max((i for i, (_, end) in enumerate(items) if end), default=-1)
+        self._pending = deque(items[: last_end + 1], maxlen=self._pending.maxlen)
+        self._reading.clear()
+        self.turns_dropped += 1
+        log.info("push-to-talk: nothing was said; the turn is dropped")
+        if self.on_turn_dropped:
+            self.on_turn_dropped()
+        self._state.fire(Event.TURN_DROPPED)
 
     def _send(self, pcm: bytes, *, end: bool = False) -> None:
         self.frames_sent += 1

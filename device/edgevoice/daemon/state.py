@@ -29,6 +29,8 @@ class Event(enum.Enum):
     PLAYBACK_IDLE = "playback_idle"
     RESPONSE_DONE = "response_done"
     BARGE_IN = "barge_in"
+    TURN_DROPPED = "turn_dropped"
+    """The open turn had no speech in it (a push-to-talk press, nothing said): back to idle, no answer."""
     MODEL_LOST = "model_lost"
     """The agent failed (fired by the connection, once per outage); from any state to offline."""
     MODEL_BACK = "model_back"
@@ -44,6 +46,7 @@ TRANSITIONS: dict[tuple[State, Event], State] = {
     (State.SPEAKING, Event.BARGE_IN): State.LISTENING,
     (State.SPEAKING, Event.TURN_STARTED): State.LISTENING,
     (State.LISTENING, Event.TURN_ENDED): State.THINKING,
+    (State.LISTENING, Event.TURN_DROPPED): State.IDLE,
     (State.THINKING, Event.PLAYBACK_STARTED): State.SPEAKING,
     # A quick model (the offline one) can answer inside the gate's hangover, before the turn has ended.
     (State.LISTENING, Event.PLAYBACK_STARTED): State.SPEAKING,

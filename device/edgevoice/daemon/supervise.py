@@ -115,6 +115,10 @@ class ResponseWatch:
         self._answering = self._newer_turn = False
         self.active_at = self._clock()
 
+    def turn_dropped(self) -> None:
+        """The open user turn was dropped (nothing was said in it): the floor is free, nothing is owed."""
+        self.floor = False
+
     def user_turn(self) -> None:
         """A user turn began: the user has the floor, nothing is owed until it is sent."""
         self._newer_turn = self._answering

@@ -20,6 +20,7 @@ from ..pcm import RATE, StreamResampler
 from .agents import AgentBuilder
 from .connection import Connection, Phase
 from .mic import GatedMic
+from .newsession import SessionSwitch
 from .notices import LOST_TURN, OFFLINE, Notices
 from .speaker import SpeakerOutput
 from .state import Event, State, StateMachine
@@ -141,10 +142,13 @@ class VoiceLoop:
         self.notices = Notices(self.speaker.play_notice, settings.local)
         self.notices.on_spoken = self._check_done
         self.connection = self._connection(settings, on_phase)
+        self.sessions = SessionSwitch(settings, self.agents, self.speaker, self.notices)
+        """The reset button's new conversation (`new_session()`)."""
         # What the watch for hung connections hears (`supervise.py`): plain calls, no Strands types.
         self.mic.on_turn_sent = self.connection.response_due
         self.mic.on_turn_started = self.connection.user_turn
         self.mic.on_turn_ended = self._turn_ended
+        self.mic.on_turn_dropped = self.connection.turn_dropped
         self.speaker.on_event = self.connection.model_event
         self.speaker.on_answered = self.connection.response_done
         self.speaker.on_answering = self.connection.response_started
@@ -182,6 +186,29 @@ class VoiceLoop:
             probe=probe,
             turn_waiting=self.mic.turn_waiting,
         )
+
+    def new_session(self) -> None:
+        """Start a new conversation now (on the loop): the connection stops, `SessionSwitch` makes a new
+        session current, and the connection starts again over it."""
+        self.sessions.request()
+
+    async def _converse(self) -> None:
+        """The connection's run, started again over a new session whenever one is asked for."""
+        while True:
+            run = asyncio.ensure_future(self.connection.run())
+            asked = asyncio.ensure_future(self.sessions.requested.wait())
+            try:
+                await asyncio.wait({run, asked}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                asked.cancel()
+                if not run.done():
+                    run.cancel()  # the agent stops under the connection's own deadline
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await run
+            if not self.sessions.requested.is_set():
+                return run.result()
+            self.connection.agent = None
+            await self.sessions.switch()
 
     def _turn_ended(self) -> None:
         """A turn ended. While the cloud is away with no fallback (backing off between attempts), nobody
@@ -304,7 +331,7 @@ class VoiceLoop:
         self.playback.start()
         await self.capture.start()
         pump = asyncio.create_task(self.mic.pump())  # runs whether or not the model is connected
-        agent = asyncio.create_task(self.connection.run())
+        agent = asyncio.create_task(self._converse())
         done = asyncio.create_task(self._done.wait())
         tasks = {pump, agent, done, *(asyncio.create_task(s.run()) for s in self.services)}
         try:

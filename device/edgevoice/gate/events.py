@@ -24,7 +24,9 @@ class TurnFrame:
 @dataclass(frozen=True, slots=True)
 class TurnEnded:
     """The turn closed. `end_sample` is one past the last sample forwarded; `reason` is
-    `silence` (hangover ran out), `max_length` (cut at gate.max_utterance_s) or `released` (push-to-talk)."""
+    `silence` (hangover ran out), `max_length` (cut at gate.max_utterance_s), `released` (push-to-talk), or
+    `empty`: a button-held turn in which webrtcvad heard no speech (a press and nothing said). An empty turn is
+    not the user's: nobody answers it (`daemon/mic.py` drops it)."""
 
     end_sample: int
     reason: str

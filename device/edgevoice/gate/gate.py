@@ -3,6 +3,8 @@
 vad mode: webrtcvad on every frame, the judge only where webrtcvad hears speech (cascade), N-of-M
 smoothing to open a turn, the pre-roll ring sent with it, hangover to end it, a cap on its length.
 push_to_talk mode: `press()` opens a turn, every frame until `release()` goes through.
+The button works in vad mode too (`gpio.talk_pin` beside the voice gate): a press opens a held turn, or
+holds open the turn the voice gate already opened; release ends it and the voice gate takes over again.
 A wake-word mode will be a third branch of `process` with its own states (armed by the detector).
 """
 
@@ -89,6 +91,7 @@ class Gate:
         self._turn_start = 0
         self._forwarded_end = 0  # frames before this were sent in a turn: never pre-roll again
         self._held = False
+        self._voiced = 0  # speech frames webrtcvad heard in the held turn (up to start_frames)
 
     @property
     def state(self) -> GateState:
@@ -109,7 +112,7 @@ class Gate:
         start = self._pos
         self._pos = end = start + self._fs
         self._ring.append(frame)
-        if self._ptt:
+        if self._ptt or self._state is GateState.HELD:
             return self._ptt_frame(frame, start, end)
         state = self._state
         speech = self._vad.is_speech(frame, RATE)
@@ -143,37 +146,44 @@ class Gate:
         return events
 
     def press(self) -> list[GateEvent]:
-        """Push-to-talk button down: the turn opens now; frames go through until `release()`."""
-        self._need_ptt()
+        """Push-to-talk button down: the turn opens now; frames go through until `release()`. In vad mode a
+        turn the voice gate opened is held open from here (no hangover ends it) rather than opened again."""
         self._held = True
+        if self._state in (GateState.SPEAKING, GateState.HANGOVER):
+            self._state = GateState.HELD
+            self._voiced = self._n  # the voice gate heard speech: this turn is the user's
+            return []
         if self._state is not GateState.IDLE:
             return []
         self._state = GateState.HELD
         self._turn_start = self._pos
+        self._voiced = 0
         return [TurnStarted([], self._pos)]
 
     def release(self) -> list[GateEvent]:
         """Push-to-talk button up: the turn (if still open) ends after the last frame processed."""
-        self._need_ptt()
         self._held = False
         state = self._state
         if state is GateState.HELD:
-            return [self._close(self._pos, "released", GateState.IDLE)]
+            return [self._close(self._pos, self._held_reason("released"), GateState.IDLE)]
         if state is GateState.COOLDOWN:
             self._state = GateState.IDLE
         return []
 
-    def _need_ptt(self) -> None:
-        if not self._ptt:
-            raise RuntimeError("press()/release() need gate.mode = 'push_to_talk'")
-
     def _ptt_frame(self, frame: bytes, start: int, end: int) -> list[GateEvent]:
         if self._state is not GateState.HELD:
             return []
+        if self._voiced < self._n and self._vad.is_speech(frame, RATE):
+            self._voiced += 1
         events: list[GateEvent] = [TurnFrame(frame)]
         if end - self._turn_start >= self._max:
-            events.append(self._close(end, "max_length", GateState.COOLDOWN))
+            # Held past the cap: wait for the release (push_to_talk), or, beside the voice gate, for a pause.
+            events.append(self._close(end, self._held_reason("max_length"), GateState.COOLDOWN))
         return events
+
+    def _held_reason(self, reason: str) -> str:
+        """`reason`, or `empty` when webrtcvad heard fewer than start_frames speech frames in the held turn."""
+        return reason if self._voiced >= self._n else "empty"
 
     def _open(self, frame: bytes, start: int) -> list[GateEvent]:
         ring = self._ring
