@@ -87,6 +87,22 @@ def to_float(data: bytes | Int16Array, dtype: npt.DTypeLike = np.float32) -> Flo
     return out
 
 
+def levels(data: bytes) -> tuple[float, float, float]:
+    """(RMS dBFS, peak dBFS, share of samples at full scale) of S16_LE mono `data`; -inf dBFS for silence."""
+    s = samples(data)
+    if not len(s):
+        return -np.inf, -np.inf, 0.0
+    x = to_float(s, np.float64)
+    rms = float(np.sqrt(np.mean(x * x)))
+    peak = float(np.max(np.abs(x)))
+    clipped = float(np.count_nonzero((s == INT16_MAX) | (s == INT16_MIN))) / len(s)
+
+    def db(v: float) -> float:
+        return float(20 * np.log10(v)) if v > 0 else -np.inf
+
+    return db(rms), db(peak), clipped
+
+
 def quantize(x: npt.ArrayLike) -> Int16Array:
     """Floats on the int16 scale to int16: rounded half to even, clipped to the int16 range."""
     y: Int16Array = np.clip(np.rint(x), INT16_MIN, INT16_MAX).astype("<i2")
