@@ -389,3 +389,62 @@ def test_a_missing_microphone_holds_ready_back_and_the_status_says_why(
         p.terminate()
         assert p.wait(timeout=10) == 0
     assert not [t for t, m in manager.messages if "EXTEND_TIMEOUT_USEC" in m and t > ready + 0.05]
+
+
+# --- what systemctl status shows in trouble, end to end --------------------------------------------------
+
+
+def test_offline_with_sessions_waiting_to_sync(alsa: AsoundRc, manager: Manager, tmp_path: Path) -> None:
+    """A cloud model that cannot be reached (a closed port), no fallback, sync configured, two conversations
+    from before on the flash: `offline, 3 sessions waiting to sync` (those two and the current one)."""
+    cfg = daemon_config(alsa, tmp_path)
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()
+    for sid in ("monday", "tuesday"):
+        d = tmp_path / "sessions" / f"session_{sid}"
+        d.mkdir(parents=True)
+        (d / "session.json").write_text(json.dumps({"session_id": sid, "session_type": "AGENT"}))
+    cfg.write_text(
+        cfg.read_text() + f'[model]\nprovider = "openai_realtime"\nendpoint = "ws://127.0.0.1:{port}/v1/realtime"\n'
+        'fallback = "none"\n[sync]\nbucket = "fleet-bucket"\ndevice_id = "0123456789abcdef0123456789abcdef"\n'
+    )
+    env = {**alsa.env(), "NOTIFY_SOCKET": str(manager.path), "OPENAI_API_KEY": "sk-evtest-notify-0123456789"}
+    p = subprocess.Popen(
+        [EDGEVOICE, "run", "--config", str(cfg), "--input-pace", "1"], env=env, stderr=subprocess.DEVNULL
+    )
+    try:
+        manager.wait_for("STATUS", "offline, 3 sessions waiting to sync", timeout=60)
+        st = subprocess.run([EDGEVOICE, "status", "--config", str(cfg), "--json"], capture_output=True, text=True)
+        data = json.loads(st.stdout)
+        assert data["state"] == "offline" and data["sync_backlog"] == 3 and data["last_error"]
+        assert "sk-evtest" not in st.stdout
+    finally:
+        p.terminate()
+        assert p.wait(timeout=10) == 0
+
+
+def test_a_read_only_flash_shows_in_the_status(alsa: AsoundRc, manager: Manager, tmp_path: Path) -> None:
+    """Raspberry Pi OS remounts a failing card read-only: the speaker goes on, and says so."""
+    from tests.tmpflash import read_only, small_tmpfs
+
+    flash_gen = small_tmpfs(tmp_path)
+    flash = next(flash_gen)
+    try:
+        cfg = daemon_config(alsa, tmp_path)
+        cfg.write_text(cfg.read_text().replace(str(tmp_path / "sessions"), str(flash / "sessions")))
+        (flash / "sessions").mkdir()
+        read_only(flash, True)
+        env = {**alsa.env(), "NOTIFY_SOCKET": str(manager.path)}
+        p = subprocess.Popen(
+            [EDGEVOICE, "run", "--config", str(cfg), "--input-pace", "1"], env=env, stderr=subprocess.DEVNULL
+        )
+        try:
+            manager.wait_for("STATUS", "idle, storage read-only", timeout=60)
+        finally:
+            p.terminate()
+            assert p.wait(timeout=10) == 0
+            read_only(flash, False)
+    finally:
+        next(flash_gen, None)

@@ -149,13 +149,20 @@ class Status:
 
 
 class SyncBacklog:
-    """The service that counts the sessions sync has not confirmed, every `period_s` (in a thread: it
-    lists the flash), into `status`. Only run when sync is configured."""
+    """The service that counts the sessions sync has not confirmed, every `period_s` and whenever poked (the
+    connection changed phase: a new session may be on disk, and offline is when the count matters), in a
+    thread (it lists the flash), into `status`. Only run when sync is configured."""
 
     def __init__(self, status: Status, storage_dir: str, period_s: float = 60.0) -> None:
         self._status = status
         self._dir = storage_dir
         self._period_s = period_s
+        self._poked: asyncio.Event | None = None
+
+    def poke(self) -> None:
+        """Count again now (call on the loop)."""
+        if self._poked is not None:
+            self._poked.set()
 
     def count(self) -> int | None:
         from ..session.inspect import StoreError, list_sessions
@@ -166,9 +173,12 @@ class SyncBacklog:
             return None  # no store yet, or unreadable: the store's own status says so
 
     async def run(self) -> None:
+        self._poked = poked = asyncio.Event()
         while True:
+            poked.clear()
             self._status.update(sync_backlog=await asyncio.to_thread(self.count))
-            await asyncio.sleep(self._period_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(poked.wait(), self._period_s)
 
 
 class Watch:

@@ -109,7 +109,7 @@ def _log_start(path: str | None, settings: config.Settings) -> None:
 
 async def _main(settings: config.Settings, pace: float | None, frames: int | None, notifier: Notifier) -> int:
     from .. import journal
-    from ..appliance.status import Status, status_path
+    from ..appliance.status import Status, SyncBacklog, status_path
     from ..daemon.connection import AgentBug
     from ..daemon.voice import VoiceLoop, make_capture
     from ..session.current import current_session_id
@@ -129,9 +129,15 @@ async def _main(settings: config.Settings, pace: float | None, frames: int | Non
         stop_when_input_ends=frames is not None,
         on_ready=lambda: ready(notifier, status, loop.state.state.value),
         on_state=lambda _old, new: status.update(state=new.value),
-        on_phase=lambda _old, new: status.update(connection=new.value, last_error=loop.connection.last_error),
+        on_phase=lambda _old, new: phase(new.value),
     )
     loop.services[:] = services(settings, loop, notifier, status)
+    backlog = next((s for s in loop.services if isinstance(s, SyncBacklog)), None)
+
+    def phase(new: str) -> None:
+        status.update(connection=new, last_error=loop.connection.last_error)
+        if backlog is not None:
+            backlog.poke()
 
     def switched(session_id: str) -> None:
         journal.context["session"] = session_id
