@@ -381,13 +381,18 @@ def test_run_exits_1_on_an_agent_bug(monkeypatch: pytest.MonkeyPatch) -> None:
     class BuggyLoop:
         def __init__(self, *_a: object, **_kw: object) -> None:
             self.session_manager = None
+            self.services: list[object] = []
+            self.sessions = type("Sessions", (), {"when_switched": None})()
 
         async def run(self) -> None:
             raise AgentBug("TypeError: boom")
 
     monkeypatch.setattr(voice, "VoiceLoop", BuggyLoop)
     monkeypatch.setattr(voice, "make_capture", lambda *_a, **_kw: None)
-    assert asyncio.run(run._main(config.Settings(), None, None)) == 1
+    monkeypatch.setattr(run, "services", lambda *_a: [])  # the watchdog and the panel need a real loop
+    from edgevoice.appliance.notify import Notifier
+
+    assert asyncio.run(run._main(config.Settings(), None, None, Notifier(None))) == 1
 
 
 # --- supervision: hung connections and stops that do not return ------------------------------------------

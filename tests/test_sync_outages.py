@@ -10,6 +10,7 @@ marked synced early"), and once the network is back everything written meanwhile
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import shutil
@@ -151,11 +152,9 @@ FAULTS = {
 def test_during_a_fault_nothing_is_marked_synced_early_and_after_it_everything_written_meanwhile_is_uploaded(
     fault: str, moto: str, proxy: FaultProxy, store: Path, aws_env: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if fault == "stall":
-        monkeypatch.setattr(bucket_mod, "READ_TIMEOUT_S", 1.0)  # read by make_client: the rig is built after
     rig = Rig(moto, proxy, store, prefix=f"fault-{fault}")
     try:
-        first = rig.syncer.cycle(full=True)
+        first = rig.syncer.cycle(full=True)  # at the normal read timeout: a busy moto may take over a second
         assert first.complete and first.uploaded == 6
         # What a PUT's head costs on the wire: the bytes sent minus the bodies, per request (all were PUTs).
         bodies = sum(len(b) for b in local_files(store).values())
@@ -164,6 +163,9 @@ def test_during_a_fault_nothing_is_marked_synced_early_and_after_it_everything_w
         assert 600 < head_bytes < 2000, head_bytes
         assert confirmed_in_s3(rig.s3, rig.prefix, rig.session) == 6
 
+        if fault == "stall":  # the stalls are waited out by a short read timeout (make_client reads it)
+            monkeypatch.setattr(bucket_mod, "READ_TIMEOUT_S", 1.0)
+            rig.syncer.bucket = dataclasses.replace(rig.bucket, client=make_client(rig.settings))
         FAULTS[fault].start(proxy, head_bytes)
         for round_ in range(2):  # written during the outage: first before a failed cycle, then between two
             converse(store, SESSION, f"note {round_} while the network is down")
