@@ -34,8 +34,12 @@ def make_env(
         f'[audio]\ncapture_device = "bench_mic"\nplayback_device = "bench_spk"\n'
         f'[model]\nprovider = "{provider}"\n{extra}[session]\ndir = "{root / "sessions"}"\n'
     )
+    # As a unit starts it: no SSL_CERT_FILE / SSL_CERT_DIR (a machine behind a TLS-inspecting proxy sets them
+    # for everything; the daemon would trust that bundle, parsed whole, instead of the system's hashed
+    # directory, read lazily: `edgevoice/models/castore.py`).
+    inherited = {k: v for k, v in os.environ.items() if k not in ("SSL_CERT_FILE", "SSL_CERT_DIR")}
     env = dict(
-        os.environ,
+        inherited,
         HOME=str(home),
         AWS_ACCESS_KEY_ID="bench",
         AWS_SECRET_ACCESS_KEY="bench",

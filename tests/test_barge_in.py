@@ -135,11 +135,17 @@ def test_echo_tail_drops_frames_after_playback(alsa: AsoundRc, tmp_path: Path) -
         pb = Playback("spk", rate=RATE, period_ms=PERIOD_MS, pace=True)
         speaker = SpeakerOutput(pb, state)
         mic = GatedMic(NoFrames(), make_gate(config.Settings()), speaker, state, echo_tail_s=0.3)
-        pb.on_idle = mic.speaker_went_quiet
+        quiet = asyncio.Event()
+
+        def went_quiet() -> None:
+            mic.speaker_went_quiet()
+            quiet.set()
+
+        pb.on_idle = went_quiet
         pb.start()
         pb.play(tone(0.2), RATE)
         await asyncio.wait_for(pb.wait_idle(), 3)
-        await asyncio.sleep(0)  # let on_idle run
+        await asyncio.wait_for(quiet.wait(), 3)  # on_idle comes through the loop: a busy machine takes a while
         frames = user_speech_frames()
         for f in frames[:5]:
             mic.handle(f)

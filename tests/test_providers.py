@@ -297,11 +297,18 @@ def test_nova_sonic_loads_without_aiohttp_and_aiohttp_still_imports_afterwards()
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
 
 
-def test_the_crt_handles_nova_shares_exist_on_the_transport() -> None:
-    # A smithy-http that renamed them would silently bring back ~1.1 MB per failed reconnect.
+def test_nova_builds_its_transport_as_smithy_does_but_over_shared_handles() -> None:
+    """`EndpointNovaSonicModel._transport` sets the attributes smithy-http's own __init__ sets, no more, no
+    fewer: a smithy-http that added one would otherwise fail at the first request."""
     from smithy_http.aio.crt import AWSCRTHTTPClient
 
-    from edgevoice.models import nova_sonic
+    from edgevoice import config
+    from edgevoice.models import make_model, nova_sonic
 
-    transport = AWSCRTHTTPClient()
-    assert all(hasattr(transport, name) for name in nova_sonic._CRT_HANDLES)
+    model = make_model(config.parse('[model]\nprovider = "nova_sonic"\nendpoint = "https://127.0.0.1:9/nova"\n'))
+    assert isinstance(model, nova_sonic.EndpointNovaSonicModel)
+    first, second = model._transport(), model._transport()
+    assert set(vars(first)) == set(vars(AWSCRTHTTPClient()))
+    assert isinstance(first, nova_sonic._STRANDS_TRANSPORT)
+    assert first._tls_ctx is second._tls_ctx and first._eventloop is second._eventloop
+    assert first._connections is not second._connections

@@ -9,9 +9,8 @@ a SigV4-signed input message (`:chunk-signature`) carries the real one as its pa
 conversation is FakeNovaSonic's (nova.py): only the transport differs.
 
 Point the real AWS client at it with `model.endpoint = fake.url` and `fake.trust(monkeypatch)` (in this
-process: the fake gives Strands' CRT HTTP client a trust store holding its certificate), or, for a daemon
-in a subprocess, `fake.env()`: SSL_CERT_FILE naming the certificate (the CRT's TLS library reads it when
-it loads the default trust store, which a process that starts with it set does first) and dummy AWS
+process), or, for a daemon in a subprocess, `fake.env()`: both set SSL_CERT_FILE to the certificate, which
+the model's TLS context trusts (`edgevoice.models.nova_sonic.tls_options`); `env()` adds dummy AWS
 credentials. Hooks: `close()` ends the response stream (END_STREAM), `kill()` resets the TCP connection,
 `hang()` stops reading and answering. Script options (`pace_s`, `tool_delay_s`) are FakeNovaSonic's.
 """
@@ -178,20 +177,9 @@ class WireNovaSonic:
         return f"https://127.0.0.1:{self.port}"
 
     def trust(self, monkeypatch: pytest.MonkeyPatch) -> WireNovaSonic:
-        """Strands' CRT HTTP client, trusting this fake's certificate (and nothing else)."""
-        import strands.bidi.models.bedrock as bedrock
-        from awscrt import io as crt_io
-
-        cert = str(self.cert)
-
-        class Trusting(bedrock._BedrockAWSCRTHTTPClient):
-            def __init__(self, *args: Any, **kwargs: Any) -> None:
-                super().__init__(*args, **kwargs)
-                options = crt_io.TlsContextOptions()
-                options.override_default_trust_store_from_path(None, cert)
-                self._tls_ctx = crt_io.ClientTlsContext(options)
-
-        monkeypatch.setattr(bedrock, "_BedrockAWSCRTHTTPClient", Trusting)
+        """Trust this fake's certificate (and nothing else) in this process: SSL_CERT_FILE, which the model's
+        TLS context reads when it is made (`edgevoice.models.nova_sonic.tls_options`)."""
+        monkeypatch.setenv("SSL_CERT_FILE", str(self.cert))
         return self
 
     def env(self) -> dict[str, str]:

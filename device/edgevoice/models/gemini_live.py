@@ -28,7 +28,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import os
 import ssl
 import threading
 from collections.abc import AsyncGenerator
@@ -262,10 +261,12 @@ def _http_options(http_options: Any) -> Any:
     connections. google-genai hands `async_client_args` keys that `websockets.connect` takes to it (and
     filters them out of its HTTP clients); ours yield to the caller's. Left alone, every client it builds
     (one per reconnect here) loads the CA bundle twice, once for its HTTP clients and once for the websocket
-    (about 0.5 MB each on x86); `_tls_context` is made once, the way google-genai makes its own."""
+    (about 0.5 MB each on x86); `_tls_context` is made once, trusting what `castore.trust_store` picks."""
     import certifi
 
-    tls = _tls_context(os.environ.get("SSL_CERT_FILE", certifi.where()), os.environ.get("SSL_CERT_DIR"))
+    from .castore import trust_store
+
+    tls = _tls_context(*(trust_store() or (certifi.where(), None)))
     keepalive = {"ping_interval": PING_INTERVAL_S, "ping_timeout": PING_TIMEOUT_S, "ssl": tls}
     if isinstance(http_options, genai_types.HttpOptions):
         args = {**keepalive, **(http_options.async_client_args or {})}
@@ -278,7 +279,7 @@ def _http_options(http_options: Any) -> Any:
 
 
 @functools.cache
-def _tls_context(cafile: str, capath: str | None) -> ssl.SSLContext:
-    """What google-genai builds for each client: the CA bundle of SSL_CERT_FILE (else certifi's) and
-    SSL_CERT_DIR; made once per pair of them."""
+def _tls_context(cafile: str | None, capath: str | None) -> ssl.SSLContext:
+    """A verifying client context like google-genai's (which trusts certifi's bundle, or SSL_CERT_FILE and
+    SSL_CERT_DIR); made once per trust store."""
     return ssl.create_default_context(cafile=cafile, capath=capath)

@@ -2,11 +2,13 @@
 
 Also where Nova's idle memory is kept down (the bench's `daemon.idle_peak_rss_mib (nova_sonic, offline)`):
 aiohttp is kept out of the import (below), and every connection of a model shares one AWS CRT event loop and
-TLS context (`EndpointNovaSonicModel._share_crt`).
+TLS context, whose trust store is read lazily (`EndpointNovaSonicModel._transport`).
 """
 
 from __future__ import annotations
 
+import types
+from collections.abc import Callable, Coroutine, Generator
 from typing import Any
 
 from .lean import UNUSED, hidden
@@ -18,11 +20,6 @@ from .lean import UNUSED, hidden
 # thread that builds the agent; nothing it runs meanwhile on the event loop imports aiohttp.
 with hidden(*UNUSED):
     from strands.bidi.models.bedrock import BedrockNovaSonicModel
-
-_CRT_HANDLES = ("_eventloop", "_client_bootstrap", "_tls_ctx")
-"""What smithy-http 0.5's AWSCRTHTTPClient builds for itself in __init__: an event loop (one thread, and a
-DNS resolver with its own), the bootstrap over it, and a TLS context (which loads the system's CA store)."""
-
 
 class EndpointNovaSonicModel(BedrockNovaSonicModel):
     """BedrockNovaSonicModel that talks to `endpoint` (an https:// URI) instead of the region's endpoint.
@@ -38,7 +35,37 @@ class EndpointNovaSonicModel(BedrockNovaSonicModel):
     def __init__(self, *, endpoint: str = "", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.endpoint = endpoint
-        self._crt: tuple[Any, ...] | None = None  # the first connection's CRT handles, shared by the later ones
+        self._crt: tuple[Any, Any] | None = None  # the CRT event loop and TLS context every connection shares
+
+    async def start(self, *args: Any, **kwargs: Any) -> None:
+        """Strands' start, with `_transport()` as the transport it builds (see `_first_step_with`)."""
+        await _first_step_with(super().start(*args, **kwargs), self._transport)
+
+    def _transport(self) -> Any:
+        """Strands' own transport class over this model's AWS CRT event loop and TLS context, made once.
+
+        Why: smithy-http's `AWSCRTHTTPClient.__init__` builds an event loop (two threads) and a TLS context at
+        every start, and the default TLS context parses the system's whole CA bundle (about 1.1 MB here) to
+        trust one endpoint. Offline, the daemon starts again every few seconds; each start's handles lived
+        until a full garbage collection (a failed start's error keeps its transport in a reference cycle),
+        and even shared afterwards, each start still built and dropped a context: peak RSS. So the transport
+        is made without its `__init__`, with the attributes it sets (a test checks they are the same set),
+        over one event loop and one TLS context whose trust store is read lazily (`castore.py`)."""
+        from awscrt import io as crt_io
+        from smithy_http.aio.crt import AWSCRTHTTPClientConfig, _AWSCRTEventLoop
+
+        if self._crt is None:
+            self._crt = (_AWSCRTEventLoop(), crt_io.ClientTlsContext(tls_options()))
+        eventloop, tls = self._crt
+        transport: Any = object.__new__(_STRANDS_TRANSPORT)
+        transport._config = AWSCRTHTTPClientConfig()
+        transport._eventloop = eventloop
+        transport._client_bootstrap = eventloop.bootstrap
+        transport._tls_ctx = tls
+        transport._socket_options = crt_io.SocketOptions()
+        transport._connections = {}
+        transport._closed = False
+        return transport
 
     @property  # type: ignore[override]
     def _client(self) -> Any:
@@ -51,31 +78,69 @@ class EndpointNovaSonicModel(BedrockNovaSonicModel):
     def _client(self, client: Any) -> None:
         if self.endpoint:
             client._config.endpoint_uri = self.endpoint
-        self._share_crt(getattr(getattr(client, "_config", None), "transport", None))
         self.__dict__["_endpoint_client"] = client
 
     @_client.deleter
     def _client(self) -> None:
         self.__dict__.pop("_endpoint_client", None)
 
-    def _share_crt(self, transport: object) -> None:
-        """Give `transport` (the AWS CRT HTTP client Strands builds at every start) the CRT handles of this
-        model's first connection, dropping the ones it just built.
 
-        Why: a start against an unreachable endpoint (offline, retried with backoff) fails inside the SDK,
-        whose tasks keep the error, and the error's frames keep that connection's transport: a reference
-        cycle that only Python's full collection frees, which a daemon-sized heap rarely runs. Each failed
-        attempt kept its own TLS context (the system CA store, ~1.1 MB) and two CRT threads alive: +1.1 MB
-        per attempt, ~2.3 MB within the bench's 5 s of idling, and on through an outage until a full
-        collection happens to run (+11.8 MB after 14 attempts in a small process). Shared, the
-        handles the cycles keep are the live ones, and the ones each start builds are freed at once. One
-        event loop and TLS context for many connections is how the CRT is meant to be used (smithy-http
-        shares the event loop between copies of a client). A test double without these attributes (or a
-        smithy-http that renamed them) is left alone."""
-        if not all(hasattr(transport, name) for name in _CRT_HANDLES):
-            return
-        if self._crt is None:
-            self._crt = tuple(getattr(transport, name) for name in _CRT_HANDLES)
-            return
-        for name, handle in zip(_CRT_HANDLES, self._crt, strict=True):
-            setattr(transport, name, handle)
+def tls_options() -> Any:
+    """The CRT's TLS options, trusting what `castore.trust_store` picks (its own default when nothing)."""
+    from awscrt import io as crt_io
+
+    from .castore import trust_store
+
+    options = crt_io.TlsContextOptions()
+    if (store := trust_store()) is not None:
+        cafile, capath = store
+        options.override_default_trust_store_from_path(ca_dirpath=capath, ca_filepath=cafile)
+    return options
+
+
+@types.coroutine
+def _first_step_with(coro: Coroutine[Any, Any, None], transport: Callable[[], Any]) -> Generator[Any, Any, None]:
+    """Await `coro` (Strands' start) with its transport class being `transport` during its first step only.
+
+    Strands 1.62 builds the transport by that module-level name in the synchronous part of start, before its
+    first await (`transport=_BedrockAWSCRTHTTPClient()` among the arguments of the awaited call). Swapping the
+    name only while that step runs (no other task runs meanwhile; the loop is single-threaded) keeps the
+    change out of everything else, a second model's start included. A Strands that built it later would
+    simply get its own transport (a test checks that ours is used)."""
+    import strands.bidi.models.bedrock
+
+    bedrock: Any = strands.bidi.models.bedrock
+    own = bedrock._BedrockAWSCRTHTTPClient
+    bedrock._BedrockAWSCRTHTTPClient = transport
+    try:
+        value = coro.send(None)
+    except StopIteration:
+        return
+    finally:
+        bedrock._BedrockAWSCRTHTTPClient = own
+    while True:  # what `yield from` does, from the second step on
+        try:
+            sent = yield value
+        except GeneratorExit:
+            coro.close()
+            raise
+        except BaseException as e:
+            try:
+                value = coro.throw(e)
+            except StopIteration:
+                return
+        else:
+            try:
+                value = coro.send(sent)
+            except StopIteration:
+                return
+
+
+def _strands_transport() -> type:
+    import strands.bidi.models.bedrock as bedrock
+
+    return bedrock._BedrockAWSCRTHTTPClient  # type: ignore[no-any-return]
+
+
+_STRANDS_TRANSPORT = _strands_transport()
+"""Strands' transport class as it was imported (observes its request writers; see strands/bidi/models/bedrock.py)."""
