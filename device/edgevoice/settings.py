@@ -108,7 +108,8 @@ class ModelSettings:
     """Overrides the provider's URL (a proxy, a private endpoint, a test fake): for `openai_realtime` a
     `ws://` or `wss://` URL of the realtime endpoint (`?model=` is added), for `gemini_live` a base URL
     `https://host[:port]`, for `nova_sonic` an `https://` endpoint URI (HTTP/2). Empty: the provider's own;
-    `local` ignores it. A private CA is trusted through `SSL_CERT_FILE` (OpenAI, Gemini)."""
+    `local` ignores it. A private CA is trusted through `SSL_CERT_FILE` or `SSL_CERT_DIR` (every provider);
+    otherwise Gemini and Nova Sonic trust the system's CA directory, `/etc/ssl/certs` (`models/castore.py`)."""
 
     response_timeout_s: float = 15.0
     """A response that is due (the user's turn ended and reached the model) but shows no model event
