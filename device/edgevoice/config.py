@@ -47,6 +47,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "gate.preroll_ms": (0, 5000),
     "gate.hangover_ms": (30, 10000),
     "gate.max_utterance_s": (1, 600),
+    "gate.wake_timeout_s": (0.5, 30),
     "local.words_per_minute": (80, 450),
     "session.max_bytes": (0, 2**53),
     "session.max_age_days": (0, 36500),
@@ -63,7 +64,10 @@ _RANGES: dict[str, tuple[float, float]] = {
     "gpio.reset_hold_s": (0.5, 30),
     "service.stop_timeout_s": (1, 60),
 }
-_CHOICES: dict[str, tuple[Any, ...]] = {"audio.period_ms": (10, 20, 30)}
+WAKE_WORDS = ("okay_nabu", "alexa", "hey_jarvis", "hey_mycroft")
+"""The models pymicro-wakeword 2.5 ships (its `Model` enum), named here so that checking a config never
+imports it (its TFLite runtime is for `wake_word` mode only)."""
+_CHOICES: dict[str, tuple[Any, ...]] = {"audio.period_ms": (10, 20, 30), "gate.wake_word": WAKE_WORDS}
 
 
 def _convert(key: str, value: Any, annotation: Any) -> Any:

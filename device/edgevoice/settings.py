@@ -35,12 +35,16 @@ class AudioSettings:
     queue_frames: int = 100
     """Bound of the capture queue; when full, the oldest frame is dropped and counted."""
 
+    echo_cancellation: bool = True
+    """Cancel the speaker's own voice in what the microphone hears (WebRTC AEC3, fed with what was played),
+    so the user can talk over an answer. Off, or when `pywebrtc-audio` is missing: the `half_duplex` guard."""
+
     half_duplex: bool = True
-    """Echo guard: only gated turns ever reach the model, a turn opening while the speaker plays is a
-    barge-in (playback stops), and frames in the `echo_tail_ms` after playback are dropped unheard."""
+    """Echo guard without echo cancellation: frames in the `echo_tail_ms` after playback are dropped unheard.
+    Either way only gated turns reach the model, and a turn opening while the speaker plays is a barge-in."""
 
     echo_tail_ms: int = 300
-    """How long after playback ends captured frames are still treated as echo."""
+    """How long after playback ends captured frames are still treated as echo (`half_duplex`)."""
 
     reopen_max_s: float = 1.0
     """Longest wait between attempts to reopen a vanished capture or playback device."""
@@ -48,8 +52,9 @@ class AudioSettings:
 
 @dataclass(frozen=True)
 class GateSettings:
-    mode: Literal["vad", "push_to_talk"] = "vad"
-    """`vad`: the webrtcvad + Silero cascade opens turns; `push_to_talk`: turns last while the button is held."""
+    mode: Literal["vad", "push_to_talk", "wake_word"] = "vad"
+    """`vad`: the webrtcvad + Silero cascade opens turns; `push_to_talk`: turns last while the button is held;
+    `wake_word`: a turn opens when `wake_word` is heard, and the cascade ends it as in `vad`."""
 
     webrtcvad_mode: int = 2
     """webrtcvad aggressiveness, 0-3: the cheap first stage that decides when the judge runs."""
@@ -81,6 +86,13 @@ class GateSettings:
 
     max_utterance_s: float = 30.0
     """A turn is cut after this long, whatever the judge says."""
+
+    wake_word: str = "okay_nabu"
+    """The built-in microWakeWord model `wake_word` mode listens for: `okay_nabu`, `alexa`, `hey_jarvis` or
+    `hey_mycroft`."""
+
+    wake_timeout_s: float = 4.0
+    """In `wake_word` mode: a turn in which no speech follows the wake word within this long ends unanswered."""
 
 
 @dataclass(frozen=True)

@@ -199,6 +199,6 @@ def pcm_names(capture: bool) -> list[str]:
 
     try:
         with quiet():  # listing walks every card's definitions; with no card each one complains
-                return list(alsaaudio.pcms(alsaaudio.PCM_CAPTURE if capture else alsaaudio.PCM_PLAYBACK))
+            return list(alsaaudio.pcms(alsaaudio.PCM_CAPTURE if capture else alsaaudio.PCM_PLAYBACK))
     except alsaaudio.ALSAAudioError:
         return []

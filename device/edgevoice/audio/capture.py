@@ -42,6 +42,8 @@ class CapturePcm(Protocol):
 
 
 Opener = Callable[..., CapturePcm]
+FrameFilter = Callable[[bytes, float], bytes]
+"""What the reader thread runs on each frame before queueing it: (frame, when capture got its last sample)."""
 
 
 class Capture:
@@ -86,6 +88,10 @@ class Capture:
         self._max_frames = max_frames
         self._open_deadline_s = open_deadline_s
         self._opener = opener
+        self.process: FrameFilter | None = None
+        """Set before `start()`: runs on the reader thread on every frame (echo cancellation), with the frame's
+        stamp: time.monotonic() when its last sample was read (for a paced file PCM, when a real card would
+        have delivered it)."""
         # Loop side: touched only on the event loop.
         self._queue: collections.deque[bytes] = collections.deque()
         self._ready = asyncio.Event()
@@ -277,9 +283,14 @@ class Capture:
                     self._stop.wait(self.period_ms / 4000)
                     continue
                 outage.worked(n / resampler.in_rate)
+                read_at = time.monotonic()
+                if self._pace is not None:  # a file PCM returns at once: the frame is "captured" when it is due
+                    read_at = max(read_at, pace_t0 + (pace_samples + n) / (resampler.in_rate * self._pace))
                 pending += resampler.process(data)
                 while len(pending) >= self.frame_bytes:
                     frame, pending = pending[: self.frame_bytes], pending[self.frame_bytes :]
+                    if self.process is not None:  # its last sample came before what is still pending
+                        frame = self.process(frame, read_at - len(pending) / (2 * RATE))
                     if not self._to_loop(self._put, frame):
                         return
                     frames += 1

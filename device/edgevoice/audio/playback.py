@@ -72,6 +72,11 @@ class Playback:
         self.buffer_frames = self.period_frames * periods  # updated from the device when opened
         self.on_start = on_start
         self.on_idle = on_idle
+        self.on_played: Callable[[bytes, int, float], None] | None = None
+        """Runs on the writer thread after each write: (the audio at the device rate, the rate, when its first
+        sample sounds): the echo canceller's far end (`frontend.FarEnd.played`)."""
+        self.on_cut: Callable[[float], None] | None = None
+        """Runs on the writer thread when a barge-in dropped the device's buffer, with when (`FarEnd.cut`)."""
         self._periods = periods
         self._reopen_max_s = reopen_max_s
         self._pace = pace
@@ -255,8 +260,7 @@ class Playback:
         self.buffer_frames = int(info.get("buffer_size", self.buffer_frames))
         if int(info.get("rate", self.rate)) != self.rate:
             log.warning(
-                "playback device %s runs at %s Hz, not %d: audio will be off pitch "
-                "(use a plughw: or default device)",
+                "playback device %s runs at %s Hz, not %d: audio will be off pitch (use a plughw: or default device)",
                 self.device,
                 info.get("rate"),
                 self.rate,

@@ -25,7 +25,6 @@ def _passthrough(r: StreamResampler | None) -> bool:
     return r is None or r.passthrough
 
 
-
 class Writer:
     """The writer thread's loop and its local state (kept apart from the public object)."""
 
@@ -72,6 +71,8 @@ class Writer:
                 pcm.drop()
             except alsaaudio.ALSAAudioError as e:
                 log.debug("drop on playback device %s: %s", self.pb.device, e)
+        if self.pb.on_cut is not None:
+            self.pb.on_cut(time.monotonic())
         self.play_clock = 0.0
         if self.started:
             self.started = False
@@ -172,5 +173,21 @@ class Writer:
                 pb._paced = pb._pcm.avail() >= pb.buffer_frames
                 log.debug("playback device %s: paced=%s", pb.device, pb._paced)
             if pb._paced:
-                self.play_clock = max(self.play_clock, now) + n / pb.rate
+                start_at = max(self.play_clock, now)
+                self.play_clock = start_at + n / pb.rate
+            else:
+                start_at = self._sounds_at(n, now)
+            if pb.on_played is not None:
+                pb.on_played(chunk[: n * 2], pb.rate, start_at)
             chunk = chunk[n * 2 :]
+
+    def _sounds_at(self, n: int, now: float) -> float:
+        """When the first of the `n` frames just written reaches the output: after what was queued before them.
+        The codec's own delay is not known here, so this is early, never late (what echo cancellation needs)."""
+        assert self.pb._pcm is not None
+        try:
+            avail = self.pb._pcm.avail()
+        except alsaaudio.ALSAAudioError:
+            return now
+        queued = self.pb.buffer_frames - avail if avail >= 0 else n  # negative: an xrun, the buffer restarts
+        return now + max(0, queued - n) / self.pb.rate

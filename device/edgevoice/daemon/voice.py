@@ -106,6 +106,7 @@ class VoiceLoop:
         on_phase: Callable[[Phase, Phase], None] | None = None,
     ) -> None:
         from ..audio import Playback
+        from ..frontend.aec import attach
         from ..gate import make_gate
 
         self.settings = settings
@@ -118,6 +119,8 @@ class VoiceLoop:
             a.playback_device, rate=a.playback_rate, period_ms=a.period_ms, reopen_max_s=a.reopen_max_s
         )
         self.gate = make_gate(settings)
+        self.echo = attach(self.capture, self.playback) if a.echo_cancellation else None
+        """The echo canceller between capture and the gate (None: the half-duplex guard, if on)."""
         self._stop_when_input_ends = stop_when_input_ends
         self._on_transcript = on_transcript
         self._on_ready = on_ready
@@ -131,7 +134,7 @@ class VoiceLoop:
             self.gate,
             self.speaker,
             self.state,
-            echo_tail_s=a.echo_tail_ms / 1000 if a.half_duplex else 0.0,
+            echo_tail_s=a.echo_tail_ms / 1000 if a.half_duplex and self.echo is None else 0.0,
             on_ready=self._ready,
             on_end=self._check_done,
         )

@@ -1,10 +1,10 @@
-"""The voice-activity gate: webrtcvad + Silero cascade, smoothing, pre-roll, hangover, push-to-talk.
+"""The voice-activity gate: webrtcvad + Silero cascade, smoothing, pre-roll, hangover, push-to-talk, wake word.
 
 Pure code driven frame by frame (see DESIGN.md: it never touches ALSA or the daemon).
 """
 
 from .events import GateEvent, TurnEnded, TurnFrame, TurnStarted
-from .gate import Gate, GateState, make_gate
+from .gate import Gate, GateState, WakeDetector, make_gate
 from .judge import JudgeUnavailable, OnnxSileroJudge, SpeechJudge, make_judge
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "TurnEnded",
     "TurnFrame",
     "TurnStarted",
+    "WakeDetector",
     "make_gate",
     "make_judge",
 ]

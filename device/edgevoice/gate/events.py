@@ -25,8 +25,9 @@ class TurnFrame:
 class TurnEnded:
     """The turn closed. `end_sample` is one past the last sample forwarded; `reason` is
     `silence` (hangover ran out), `max_length` (cut at gate.max_utterance_s), `released` (push-to-talk), or
-    `empty`: a button-held turn in which webrtcvad heard no speech (a press and nothing said). An empty turn is
-    not the user's: nobody answers it (`daemon/mic.py` drops it)."""
+    `empty`: a button-held turn in which webrtcvad heard no speech (a press and nothing said), or a wake word
+    with nothing said after it within gate.wake_timeout_s. An empty turn is not the user's: nobody answers it
+    (`daemon/mic.py` drops it)."""
 
     end_sample: int
     reason: str

@@ -123,6 +123,11 @@ class Foreground:
         self._talker_n += 1
         return True
 
+    def listen(self, ring: deque[bytes], end: int) -> None:
+        """Measure the frames up to `end` as background, deciding nothing: while no frame can open a turn
+        (the wake_word gate armed), the background is still learned, at the cost of measuring alone."""
+        self._measure(ring, end, learn=True)
+
     def turn_opened(self) -> None:
         """The frames in probation belong to the turn: they never join the background, and the
         loud ones give the talker's first level."""

@@ -32,7 +32,7 @@ class AudioFileError(UserError, ValueError):
 class Turn:
     start_s: float  # first sample forwarded (pre-roll included)
     end_s: float  # one past the last sample forwarded
-    reason: str  # how it ended: silence, max_length, released, or eof
+    reason: str  # how it ended: silence, max_length, released, empty, or eof
     opened_s: float  # end of the frame that opened it: when the gate decided
 
 

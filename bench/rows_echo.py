@@ -1,0 +1,157 @@
+"""Echo cancellation (`edgevoice.frontend`) in simulated rooms (tests/echoroom.py): the speaker plays espeak-ng
+answers in voices and sentences the tests do not use, the room brings them back delayed, filtered and
+stamped as the daemon stamps them, and a user talks over some of them at the echo's own level (0 dB
+speech-to-echo). The gate runs behind the canceller as in the daemon.
+
+Anchors, measured in the same run: the same rooms without cancellation (the echo as the gate would hear it:
+its turns, and its level), and for CPU the gate's own cost per second of audio (webrtcvad + the numpy
+Silero judge), the thing echo cancellation sits in front of.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Iterator
+
+import numpy as np
+
+from bench.common import Row
+from edgevoice.config import Settings, replace
+from edgevoice.frontend import EchoCancel, FarEnd
+from edgevoice.gate import TurnStarted, make_gate
+from edgevoice.pcm import RATE, frame_samples, to_bytes
+from tests import audiogen as ag
+from tests.echoroom import T0, Room, erle_db, place
+
+ANSWERS = (  # what the speaker says: sentences and voices the tests never play
+    ("en-gb-x-rp+m2", "Tomorrow will be cloudy in the morning, with sunny spells and light winds after lunch."),
+    ("en+f5", "Your next appointment is on Tuesday at half past ten, at the dentist on Market Street."),
+    ("en-us+f1", "A kilogram is a little over two pounds, and a pound is about four hundred and fifty grams."),
+)
+USERS = (  # what the user says over them
+    ("en-us", "Wait, stop."),
+    ("en-gb+f3", "No, I meant Thursday."),
+    ("en-us+m3", "Can you say that again?"),
+    ("en-029+m1", "That is enough, thanks."),
+    ("en-us-nyc+f4", "Hold on a second."),
+    ("en-gb-scotland+f2", "Actually, never mind."),
+)
+ROOMS = (
+    Room(seed=11),
+    Room(delay_s=0.07, codec_s=0.03, jitter_s=0.012, echo_gain=0.7, seed=12),
+    Room(period_ms=10, drift_ppm=80, seed=13),
+)
+
+
+def _answer(i: int) -> np.ndarray:
+    voice, text = ANSWERS[i % len(ANSWERS)]
+    x = ag.speak(text, voice)
+    return x / np.max(np.abs(x)) * 0.5
+
+
+def _opens(signal: np.ndarray, period_ms: int) -> list[float]:
+    gate = make_gate(replace(Settings(), audio={"period_ms": period_ms}))
+    n = frame_samples(period_ms)
+    out = []
+    for k in range(len(signal) // n):
+        if any(isinstance(e, TurnStarted) for e in gate.process(to_bytes(signal[k * n : (k + 1) * n]))):
+            out.append((k + 1) * n / RATE)
+    return out
+
+
+def _cpu_ms_per_s(far: np.ndarray, mic: np.ndarray, playing: bool) -> float:
+    """CPU of `EchoCancel.process` alone per second of audio, best of three (the machine is shared)."""
+    n = frame_samples(30)
+    frames = [to_bytes(mic[i : i + n]) for i in range(0, len(mic) - n + 1, n)]
+    best = float("inf")
+    for _ in range(3):
+        far_end = FarEnd()
+        if playing:
+            far_end.played(to_bytes(far), RATE, T0)
+        cancel = EchoCancel(far_end)
+        t0 = time.process_time()
+        for k, f in enumerate(frames):
+            cancel.process(f, T0 + (k + 1) * n / RATE)
+        best = min(best, time.process_time() - t0)
+    return best / (len(frames) * n / RATE) * 1000
+
+
+def _gate_cpu_ms_per_s(mic: np.ndarray) -> float:
+    n = frame_samples(30)
+    frames = [to_bytes(mic[i : i + n]) for i in range(0, len(mic) - n + 1, n)]
+    best = float("inf")
+    for _ in range(3):
+        gate = make_gate(Settings())
+        t0 = time.process_time()
+        for f in frames:
+            gate.process(f)
+        best = min(best, time.process_time() - t0)
+    return best / (len(frames) * n / RATE) * 1000
+
+
+def rows(quick: bool = False) -> Iterator[Row]:
+    rooms = ROOMS[:2] if quick else ROOMS
+    users = USERS[:3] if quick else USERS
+    erles, erles_raw, self_turns, self_turns_raw = [], [], 0, 0
+    heard, late_ms = 0, []
+    played_s = 0.0
+    for r, room in enumerate(rooms):
+        answer = np.concatenate([_answer(r), np.zeros(RATE // 4), _answer(r + 1)])
+        length = len(answer) + 2 * RATE
+        far = place(length, [(0.5, answer)])
+        quiet = ag.pink_noise(length, seed=r) * 3e-4
+        # The answer alone: how much of it is left, and does the gate ever take it for the user?
+        mic, out, _ = room.run(far, quiet)
+        mask = np.zeros(length, bool)
+        mask[3 * RATE : round(0.5 * RATE) + len(answer)] = True
+        erles.append(erle_db(mic, out, mask))
+        erles_raw.append(0.0)
+        self_turns += len(_opens(out, room.period_ms))
+        self_turns_raw += len(_opens(mic, room.period_ms))
+        played_s += len(answer) / RATE
+        # The user talks over it, at 0 dB speech-to-echo, at a different point each time.
+        echo_level = ag.speech_level(room.echo(far))
+        for u, (voice, text) in enumerate(users):
+            user = ag.speak(text, voice)
+            user = user / ag.speech_level(user) * echo_level
+            at = 2.5 + (u * 1.7) % max(1.0, len(answer) / RATE - 4.0)
+            near = place(length, [(at, user)]) + quiet
+            _, out, _ = Room(**{**_fields(room), "seed": room.seed + 100 * (u + 1)}).run(far, near)
+            onset, offset = (at + i / RATE for i in ag.active_span(user))
+            opens = [t for t in _opens(out, room.period_ms) if onset <= t < offset]
+            if opens:
+                heard += 1
+                late_ms.append((opens[0] - onset) * 1000)
+    trials = len(rooms) * len(users)
+    yield Row("echo.erle_db (answer alone, median of rooms)", statistics.median(erles), "dB", goal="value >= 25")
+    yield Row("echo.erle_db (worst room)", min(erles), "dB", goal="value >= 25")
+    yield Row(
+        f"echo.self_turns ({played_s:.0f} s of answers)",
+        self_turns,
+        "turns",
+        anchor=self_turns_raw,
+        goal="value == 0",
+    )
+    yield Row("echo.barge_in.heard (0 dB speech-to-echo)", heard / trials, "share", goal="value == 1")
+    yield Row(
+        "echo.barge_in.decision_late_ms (median)",
+        statistics.median(late_ms) if late_ms else float("inf"),
+        "ms",
+        goal="value <= 100",
+    )
+    yield Row("echo.barge_in.decision_late_ms (worst)", max(late_ms, default=float("inf")), "ms")
+    # CPU: AEC3 while the speaker plays, and the pass-through while it is quiet; against the gate's own cost.
+    answer = _answer(0)
+    mic = ROOMS[0].echo(answer) + ag.pink_noise(len(answer)) * 3e-4
+    gate_cpu = _gate_cpu_ms_per_s(mic)
+    yield Row(
+        "echo.cpu_ms_per_audio_s (speaker playing)", _cpu_ms_per_s(answer, mic, True), "ms", gate_cpu, "value <= 15"
+    )
+    yield Row(
+        "echo.cpu_ms_per_audio_s (speaker quiet)", _cpu_ms_per_s(answer, mic, False), "ms", gate_cpu, "ratio <= 0.1"
+    )
+
+
+def _fields(room: Room) -> dict[str, object]:
+    return {k: getattr(room, k) for k in ("delay_s", "codec_s", "echo_gain", "jitter_s", "drift_ppm", "period_ms")}
