@@ -50,13 +50,15 @@ def _answer(i: int) -> np.ndarray:
     return x / np.max(np.abs(x)) * 0.5
 
 
-def _opens(signal: np.ndarray, period_ms: int) -> list[float]:
+def _turns(signal: np.ndarray, period_ms: int) -> list[tuple[float, float]]:
+    """(when the gate decided, where the turn it opened starts, pre-roll included), in seconds."""
     gate = make_gate(replace(Settings(), audio={"period_ms": period_ms}))
     n = frame_samples(period_ms)
     out = []
     for k in range(len(signal) // n):
-        if any(isinstance(e, TurnStarted) for e in gate.process(to_bytes(signal[k * n : (k + 1) * n]))):
-            out.append((k + 1) * n / RATE)
+        for e in gate.process(to_bytes(signal[k * n : (k + 1) * n])):
+            if isinstance(e, TurnStarted):
+                out.append(((k + 1) * n / RATE, e.start_sample / RATE))
     return out
 
 
@@ -94,7 +96,7 @@ def rows(quick: bool = False) -> Iterator[Row]:
     rooms = ROOMS[:2] if quick else ROOMS
     users = USERS[:3] if quick else USERS
     erles, erles_raw, self_turns, self_turns_raw = [], [], 0, 0
-    heard, late_ms = 0, []
+    heard, late_ms, start_ms = 0, [], []
     played_s = 0.0
     for r, room in enumerate(rooms):
         answer = np.concatenate([_answer(r), np.zeros(RATE // 4), _answer(r + 1)])
@@ -107,8 +109,8 @@ def rows(quick: bool = False) -> Iterator[Row]:
         mask[3 * RATE : round(0.5 * RATE) + len(answer)] = True
         erles.append(erle_db(mic, out, mask))
         erles_raw.append(0.0)
-        self_turns += len(_opens(out, room.period_ms))
-        self_turns_raw += len(_opens(mic, room.period_ms))
+        self_turns += len(_turns(out, room.period_ms))
+        self_turns_raw += len(_turns(mic, room.period_ms))
         played_s += len(answer) / RATE
         # The user talks over it, at 0 dB speech-to-echo, at a different point each time.
         echo_level = ag.speech_level(room.echo(far))
@@ -119,10 +121,11 @@ def rows(quick: bool = False) -> Iterator[Row]:
             near = place(length, [(at, user)]) + quiet
             _, out, _ = Room(**{**_fields(room), "seed": room.seed + 100 * (u + 1)}).run(far, near)
             onset, offset = (at + i / RATE for i in ag.active_span(user))
-            opens = [t for t in _opens(out, room.period_ms) if onset <= t < offset]
+            opens = [(t, s) for t, s in _turns(out, room.period_ms) if onset <= t < offset]
             if opens:
                 heard += 1
-                late_ms.append((opens[0] - onset) * 1000)
+                late_ms.append((opens[0][0] - onset) * 1000)
+                start_ms.append((opens[0][1] - onset) * 1000)
     trials = len(rooms) * len(users)
     yield Row("echo.erle_db (answer alone, median of rooms)", statistics.median(erles), "dB", goal="value >= 25")
     yield Row("echo.erle_db (worst room)", min(erles), "dB", goal="value >= 25")
@@ -141,6 +144,8 @@ def rows(quick: bool = False) -> Iterator[Row]:
         goal="value <= 100",
     )
     yield Row("echo.barge_in.decision_late_ms (worst)", max(late_ms, default=float("inf")), "ms")
+    # Where the turn begins (pre-roll included), as the gate's own onset rows measure it: what the model hears.
+    yield Row("echo.barge_in.start_late_ms (worst)", max(start_ms, default=float("inf")), "ms")
     # CPU: AEC3 while the speaker plays, and the pass-through while it is quiet; against the gate's own cost.
     answer = _answer(0)
     mic = ROOMS[0].echo(answer) + ag.pink_noise(len(answer)) * 3e-4

@@ -157,3 +157,30 @@ def test_echo_tail_drops_frames_after_playback(alsa: AsoundRc, tmp_path: Path) -
         pb.stop()
 
     asyncio.run(main())
+
+
+def test_the_echo_tail_never_cuts_into_a_turn_already_open(alsa: AsoundRc, tmp_path: Path) -> None:
+    """The user barged in: the flush makes the speaker quiet, but their turn is open and every frame of it
+    reaches the gate (the tail guards against echo opening a turn, not against the user)."""
+    alsa.playback("spk", tmp_path / "out.raw").write()
+
+    async def main() -> None:
+        state = StateMachine()
+        pb = Playback("spk", rate=RATE, period_ms=PERIOD_MS, pace=True)
+        speaker = SpeakerOutput(pb, state)
+        mic = GatedMic(NoFrames(), make_gate(config.Settings()), speaker, state, echo_tail_s=0.3)
+        pb.start()
+        pb.play(tone(2.0), RATE)
+        frames = user_speech_frames()
+        k = 0
+        while mic.turns_started == 0:
+            mic.handle(frames[k])
+            k += 1
+        assert mic.barge_ins == 1
+        mic.speaker_went_quiet()  # what the flush's on_idle does, on the loop
+        for f in frames[k : k + 10]:
+            mic.handle(f)
+        assert mic.echo_dropped == 0
+        pb.stop()
+
+    asyncio.run(main())

@@ -522,7 +522,10 @@ def test_config_check_and_the_gate_command_in_wake_mode(tmp_path: Path) -> None:
     clip = spliced("en-us+m3", "Add milk to my list.", gap_s=0.3)
     talk = np.frombuffer(clip.audio, "<i2") / 32768.0
     hello = np.concatenate([silence(1.0), level(ag.speak("Hello there.", "en-us"))])
-    wav = ag.write_wav(tmp_path / "room.wav", np.concatenate([hello, talk]), 44100, 2)
+    # Then the wake word alone: an empty turn, which no one answers and `--json` does not list.
+    alone = np.frombuffer(spliced("en-us+m3", None, lead_s=0.5).audio, "<i2") / 32768.0
+    audio = np.concatenate([hello, talk, alone, silence(2.0)])
+    wav = ag.write_wav(tmp_path / "room.wav", audio, 44100, 2)
     lead = len(hello)
     r = subprocess.run(
         [edgevoice, "gate", str(wav), "--json", "--config", str(cfg)], capture_output=True, text=True, timeout=60
@@ -532,3 +535,5 @@ def test_config_check_and_the_gate_command_in_wake_mode(tmp_path: Path) -> None:
     assert len(turns) == 1, turns  # "Hello there." opens nothing: no wake word before it
     assert turns[0]["start_s"] <= (lead + clip.onset) / RATE <= (lead + clip.offset) / RATE <= turns[0]["end_s"]
     assert turns[0]["start_s"] >= (lead + clip.word_end) / RATE - LOOKBACK_MS / 1000
+    text = subprocess.run([edgevoice, "gate", str(wav), "--config", str(cfg)], capture_output=True, text=True)
+    assert text.returncode == 0 and [line.endswith("empty)") for line in text.stdout.splitlines()] == [False, True]

@@ -35,9 +35,10 @@ class AudioSettings:
     queue_frames: int = 100
     """Bound of the capture queue; when full, the oldest frame is dropped and counted."""
 
-    echo_cancellation: bool = True
+    echo_cancellation: bool = False
     """Cancel the speaker's own voice in what the microphone hears (WebRTC AEC3, fed with what was played),
-    so the user can talk over an answer. Off, or when `pywebrtc-audio` is missing: the `half_duplex` guard."""
+    so the user can talk over an answer. Off (for now the default: AEC3 still cuts into a user's turn spoken
+    in the first second of an answer), or when `pywebrtc-audio` is missing: the `half_duplex` guard."""
 
     half_duplex: bool = True
     """Echo guard without echo cancellation: frames in the `echo_tail_ms` after playback are dropped unheard.
@@ -48,6 +49,10 @@ class AudioSettings:
 
     reopen_max_s: float = 1.0
     """Longest wait between attempts to reopen a vanished capture or playback device."""
+
+    earcons: bool = True
+    """Short generated sounds when the connection to the model is lost, when it is back, and when the reset
+    button starts a new conversation (each under 300 ms; never stored or sent to a model)."""
 
 
 @dataclass(frozen=True)

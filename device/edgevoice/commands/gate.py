@@ -22,7 +22,8 @@ def run(args: argparse.Namespace) -> int:
     turns = scan_file(args.file, settings)  # streamed; a bad file is a UserError: one line, exit 2
     for i, t in enumerate(turns, 1):
         if args.json:
-            print(json.dumps({"start_s": round(t.start_s, 3), "end_s": round(t.end_s, 3)}))
+            if t.reason != "empty":  # a wake word (or a press) with nothing said: no turn anyone answers
+                print(json.dumps({"start_s": round(t.start_s, 3), "end_s": round(t.end_s, 3)}))
         else:
             print(f"turn {i}: {t.start_s:8.3f} s to {t.end_s:8.3f} s ({t.end_s - t.start_s:.2f} s, {t.reason})")
     if not args.json and not turns:

@@ -38,6 +38,9 @@ class FrameSource(Protocol):
 
 
 class TurnGate(Protocol):
+    @property
+    def in_turn(self) -> bool: ...
+
     def process(self, frame: bytes) -> list[GateEvent]: ...
 
     def press(self) -> list[GateEvent]: ...
@@ -191,8 +194,9 @@ class GatedMic:
         self.frames_seen += 1
         if self.frames_seen == 1 and self._on_ready:
             self._on_ready()
-        if self._in_echo_tail():
-            # The room still rings with the answer's last words: they must not open a turn.
+        if self._in_echo_tail() and not self._gate.in_turn:
+            # The room still rings with the answer's last words: they must not open a turn. (A turn already
+            # open is the user's, who barged in: their words go on reaching it.)
             self.echo_dropped += 1
             return
         self._apply(self._gate.process(frame))
@@ -231,15 +235,15 @@ class GatedMic:
                 self._state.fire(Event.TURN_ENDED)
 
     def _drop_open_turn(self) -> None:
-        """A button press with nothing said: what the agent has not read of it is dropped, no end marker goes
-        (the model would be owed nothing it could answer; what it read was silence, which no model answers),
-        and the state goes back to idle."""
+        """A button press or a wake word with nothing said: what the agent has not read of it is dropped, no
+        end marker goes (the model would be owed nothing it could answer; what it read was silence, which no
+        model answers), and the state goes back to idle."""
         items = list(self._pending)
         last_end = max((i for i, (_, end) in enumerate(items) if end), default=-1)
         self._pending = deque(items[: last_end + 1], maxlen=self._pending.maxlen)
         self._reading.clear()
         self.turns_dropped += 1
-        log.info("push-to-talk: nothing was said; the turn is dropped")
+        log.info("nothing was said in the turn (a button press or a wake word alone); it is dropped")
         if self.on_turn_dropped:
             self.on_turn_dropped()
         self._state.fire(Event.TURN_DROPPED)

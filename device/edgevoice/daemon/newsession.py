@@ -47,6 +47,8 @@ class SessionSwitch:
         self.requested = asyncio.Event()
         self.switches = 0
         self.when_switched: Callable[[str], None] | None = None
+        self.cue: Callable[[], None] | None = None
+        """Played before the notice (the reset earcon)."""
 
     def request(self) -> None:
         if not self.requested.is_set():
@@ -71,6 +73,8 @@ class SessionSwitch:
             log.error("session: cannot record the new session as current (%s); a restart goes back", e.strerror)
         self._agents.new_session(new_id)
         self._speaker.flush()
+        if self.cue:
+            self.cue()
         self._notices.say(NEW_SESSION)
         self.switches += 1
         log.info("session: new conversation %s", new_id, extra={"session": new_id})

@@ -21,9 +21,9 @@ log = logging.getLogger(__name__)
 LOST_TURN = "Sorry, I lost the connection before I could answer. Please say that again."
 """Said when the connection dropped (or hung) while an answer was owed."""
 OFFLINE = "Sorry, I can't reach the cloud right now. Please try again in a moment."
+"""Said for a turn spoken while the cloud is away and no offline fallback answers (`model.fallback = "none"`)."""
 NEW_SESSION = "Starting a new conversation."
 """Said when the reset button starts a new session (`daemon/newsession.py`)."""
-"""Said for a turn spoken while the cloud is away and no offline fallback answers (`model.fallback = "none"`)."""
 
 
 class Notices:

@@ -65,12 +65,19 @@ class StateMachine:
     def __init__(self) -> None:
         self.state = State.IDLE
         self._listeners: list[Callable[[State, State], None]] = []
+        self._fired: list[Callable[[Event], None]] = []
 
     def when_changed(self, listener: Callable[[State, State], None]) -> None:
         """Call `listener(old, new)` on every change."""
         self._listeners.append(listener)
 
+    def when_fired(self, listener: Callable[[Event], None]) -> None:
+        """Call `listener(event)` on every event fired, before the state changes (the earcons)."""
+        self._fired.append(listener)
+
     def fire(self, event: Event) -> State:
+        for heard in self._fired:
+            heard(event)
         new = State.OFFLINE if event is Event.MODEL_LOST else TRANSITIONS.get((self.state, event), self.state)
         if new is not self.state:
             old, self.state = self.state, new

@@ -19,6 +19,7 @@ from ..config import Settings
 from ..pcm import RATE, StreamResampler
 from .agents import AgentBuilder
 from .connection import Connection, Phase
+from .earcons import Earcons
 from .mic import GatedMic
 from .newsession import SessionSwitch
 from .notices import LOST_TURN, OFFLINE, Notices
@@ -147,6 +148,11 @@ class VoiceLoop:
         self.connection = self._connection(settings, on_phase)
         self.sessions = SessionSwitch(settings, self.agents, self.speaker, self.notices)
         """The reset button's new conversation (`new_session()`)."""
+        self.earcons: Earcons | None = None
+        if a.earcons:
+            self.earcons = earcons = Earcons(self.speaker.play_notice)
+            self.state.when_fired(earcons.on_event)
+            self.sessions.cue = lambda: earcons.cue("reset")
         # What the watch for hung connections hears (`supervise.py`): plain calls, no Strands types.
         self.mic.on_turn_sent = self.connection.response_due
         self.mic.on_turn_started = self.connection.user_turn
