@@ -5,6 +5,10 @@ from __future__ import annotations
 import json
 import operator
 import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 _OPS = {"<=": operator.le, ">=": operator.ge, "==": operator.eq, "<": operator.lt, ">": operator.gt}
@@ -62,3 +66,21 @@ def fmt(x: float | None) -> str:
     if abs(x) >= 10:
         return f"{x:.1f}"
     return f"{x:.3g}"
+
+
+def best_cpu(fn: Callable[[], object], repeat: int) -> float:
+    """Least process CPU time (s) of `repeat` runs of `fn` (the others were disturbed by something else)."""
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.process_time()
+        fn()
+        best = min(best, time.process_time() - t0)
+    return best
+
+
+def child_json(code: str, *args: str, timeout: float | None = None) -> dict[str, float]:
+    """Run `code` in a fresh interpreter with `args`; the JSON object its last line of output prints."""
+    out = subprocess.run(
+        [sys.executable, "-c", code, *args], check=True, capture_output=True, text=True, timeout=timeout
+    ).stdout
+    return dict(json.loads(out.strip().splitlines()[-1]))

@@ -15,12 +15,11 @@ answers among them (tests/gatemat.py, held-out voices and sentences, seeds the t
 from __future__ import annotations
 
 import statistics
-import time
 from collections.abc import Callable, Iterable, Iterator
 
 import webrtcvad
 
-from bench.common import Row
+from bench.common import Row, best_cpu
 from edgevoice.config import GateSettings
 from edgevoice.gate import Gate, SpeechJudge, make_judge
 from edgevoice.gate.scan import Turn, scan
@@ -36,16 +35,6 @@ HANGOVER = SETTINGS.hangover_ms / 1000
 
 def _backend(judge: SpeechJudge) -> str:
     return "numpy" if "numpy" in type(judge).__module__ else "onnx"
-
-
-def _cpu(fn: Callable[[], object], repeat: int) -> float:
-    """Least process CPU time of `repeat` runs (the others were disturbed by something else)."""
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.process_time()
-        fn()
-        best = min(best, time.process_time() - t0)
-    return best
 
 
 def _bare_vad(frames: list[bytes]) -> list[bool]:
@@ -137,8 +126,8 @@ def _cpu_rows(judge: SpeechJudge, quick: bool) -> Iterator[Row]:
     repeat = 3 if quick else 5
     silence = bytes(SAMPLE_BYTES * int(seconds * RATE))
     frames = ag.frames(silence)
-    bare = _cpu(lambda: _bare_vad(frames), repeat)
-    gate_s = _cpu(lambda: scan(Gate(SETTINGS, judge), silence), repeat)
+    bare = best_cpu(lambda: _bare_vad(frames), repeat)
+    gate_s = best_cpu(lambda: scan(Gate(SETTINGS, judge), silence), repeat)
     yield Row(
         f"gate.cpu_ms_per_s.silence[{backend}]", gate_s / seconds * 1000, "ms/s", bare / seconds * 1000, "ratio <= 1.5"
     )
@@ -149,8 +138,8 @@ def _cpu_rows(judge: SpeechJudge, quick: bool) -> Iterator[Row]:
     data = scene.s16()
     frames = ag.frames(data)
     secs = len(data) / SAMPLE_BYTES / RATE
-    bare = _cpu(lambda: (_bare_vad(frames), _bare_silero(judge, data)), repeat)
-    gate_s = _cpu(lambda: scan(Gate(SETTINGS, judge), data), repeat)
+    bare = best_cpu(lambda: (_bare_vad(frames), _bare_silero(judge, data)), repeat)
+    gate_s = best_cpu(lambda: scan(Gate(SETTINGS, judge), data), repeat)
     yield Row(
         f"gate.cpu_ms_per_s.noise+speech[{backend}]", gate_s / secs * 1000, "ms/s", bare / secs * 1000, "ratio <= 1.2"
     )

@@ -9,15 +9,13 @@ Latency is from the last byte of a turn's end marker to the first audio delta, t
 from __future__ import annotations
 
 import asyncio
-import json
 import random
-import subprocess
 import sys
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from bench.common import Row
+from bench.common import Row, child_json
 
 VOICES = ("en-us", "en-us+m3", "en-us+f2")
 DEMO = ("My name is Alice.", "What is my name?")
@@ -70,11 +68,6 @@ class _Stock:
         self._d.end_utt()
         hyp = self._d.hyp()
         return hyp.hypstr if hyp is not None else ""
-
-
-def _child(kind: str) -> dict[str, float]:
-    out = subprocess.run([sys.executable, "-c", _CHILD, kind], capture_output=True, text=True, check=True)
-    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
 def _speech(text: str, voice: str) -> bytes:
@@ -194,7 +187,7 @@ def _tts(quick: bool) -> Iterator[Row]:
 
 
 def rows(quick: bool) -> Iterable[Row]:
-    local, stock = _child("local"), _child("stock")
+    local, stock = child_json(_CHILD, "local"), child_json(_CHILD, "stock")
     yield Row("local.stt.load_s", local["load_s"], "s", stock["load_s"], "ratio <= 0.6")
     yield Row("local.stt.rss_mb", local["rss_kb"] / 1024, "MB", stock["rss_kb"] / 1024, "ratio <= 0.3")
     yield from _accuracy(quick)

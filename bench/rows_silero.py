@@ -8,9 +8,7 @@ fresh subprocesses: baseline after `import numpy, edgevoice.gate`, then import +
 
 from __future__ import annotations
 
-import json
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -18,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import Row
+from bench.common import Row, child_json
 from edgevoice.pcm import RATE
 
 CHUNK = 512
@@ -104,14 +102,6 @@ def _cpu_ms_per_s(step: Callable[[np.ndarray], float], chunks: list[np.ndarray])
     return (time.process_time() - t0) * 1000 / (len(chunks) * CHUNK / RATE)
 
 
-def _child(kind: str, audio: Path) -> dict[str, float]:
-    out = subprocess.run(
-        [sys.executable, "-c", _CHILD, kind, str(audio)], check=True, capture_output=True, text=True
-    ).stdout
-    result: dict[str, float] = json.loads(out.strip().splitlines()[-1])
-    return result
-
-
 def rows(quick: bool) -> Iterable[Row]:
     return list(_rows(quick))
 
@@ -140,7 +130,7 @@ def _rows(quick: bool) -> Iterator[Row]:
         yield Row("silero numpy: CPU per s of audio, absolute", cpu_np, "ms", cpu_ort, "value <= 4")
 
         # Fresh interpreters: best of a few for time, the median for memory (it barely moves).
-        runs = {k: [_child(k, audio_path) for _ in range(children)] for k in ("numpy", "onnx")}
+        runs = {k: [child_json(_CHILD, k, str(audio_path)) for _ in range(children)] for k in ("numpy", "onnx")}
         load = {k: min(r["load_s"] for r in v) * 1000 for k, v in runs.items()}
         rss = {k: float(np.median([r["rss_kb"] for r in v])) / 1024 for k, v in runs.items()}
         yield Row("silero numpy: import + load time", load["numpy"], "ms", load["onnx"], "ratio <= 1.5")

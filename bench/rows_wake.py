@@ -22,17 +22,13 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import tempfile
-import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 
-from bench.common import Row
+from bench.common import Row, best_cpu, child_json
 from edgevoice.config import GateSettings
 from edgevoice.gate import Gate, SpeechJudge, TurnEnded, TurnStarted, WakeDetector, make_judge
 from edgevoice.gate.scan import scan
@@ -80,15 +76,6 @@ else:
     load = time.perf_counter() - t0
 print(json.dumps({"load_s": load, "rss_kb": hwm_kb() - base}))
 """
-
-
-def _cpu(fn: Callable[[], object], repeat: int) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.process_time()
-        fn()
-        best = min(best, time.process_time() - t0)
-    return best
 
 
 def _wake_gate(judge: SpeechJudge, detector: WakeDetector) -> Gate:
@@ -141,14 +128,6 @@ def _caught(judge: SpeechJudge, detector: WakeDetector, scene: ag.Scene, onset: 
     return bool(starts), caught
 
 
-def _child(kind: str, audio: Path) -> dict[str, float]:
-    out = subprocess.run(
-        [sys.executable, "-c", _CHILD, kind, str(audio)], check=True, capture_output=True, text=True, timeout=120
-    ).stdout
-    result: dict[str, float] = json.loads(out.strip().splitlines()[-1])
-    return result
-
-
 def rows(quick: bool) -> Iterable[Row]:
     return list(_rows(quick))
 
@@ -171,8 +150,8 @@ def _rows(quick: bool) -> Iterator[Row]:
     seconds = len(x) / RATE
     repeat = 3 if quick else 5
     turns: list[int] = []
-    wake_s = _cpu(lambda: turns.append(len(scan(_wake_gate(judge, detector), data))), repeat)
-    vad_s = _cpu(lambda: scan(Gate(VAD, judge), data), repeat)
+    wake_s = best_cpu(lambda: turns.append(len(scan(_wake_gate(judge, detector), data))), repeat)
+    vad_s = best_cpu(lambda: scan(Gate(VAD, judge), data), repeat)
     assert set(turns) == {2}, f"the CPU scene should hold two wake-word turns, got {turns}"
     yield Row(
         "wake.cpu_ms_per_s (gate, talk + 2 commands, pink 10 dB)",
@@ -187,7 +166,7 @@ def _rows(quick: bool) -> Iterator[Row]:
         audio = Path(tmp) / "1s.raw"
         audio.write_bytes(data[: 2 * RATE])
         n = 1 if quick else 3
-        runs = {k: [_child(k, audio) for _ in range(n)] for k in ("wake", "strands")}
+        runs = {k: [child_json(_CHILD, k, str(audio), timeout=120) for _ in range(n)] for k in ("wake", "strands")}
     rss = {k: float(np.median([r["rss_kb"] for r in v])) / 1024 for k, v in runs.items()}
     load = {k: min(r["load_s"] for r in v) * 1000 for k, v in runs.items()}
     yield Row("wake.rss_added_mib (import + load + 1 s)", rss["wake"], "MiB", rss["strands"], "ratio <= 0.15")

@@ -127,14 +127,19 @@ def test_model_barge_in_event_stops_playback(alsa: AsoundRc, tmp_path: Path) -> 
     asyncio.run(main())
 
 
+def guarded_mic() -> tuple[Playback, GatedMic]:
+    """Paced playback on "spk" and a mic behind the real gate with the 300 ms half-duplex tail."""
+    state = StateMachine()
+    pb = Playback("spk", rate=RATE, period_ms=PERIOD_MS, pace=True)
+    speaker = SpeakerOutput(pb, state)
+    return pb, GatedMic(NoFrames(), make_gate(config.Settings()), speaker, state, echo_tail_s=0.3)
+
+
 def test_echo_tail_drops_frames_after_playback(alsa: AsoundRc, tmp_path: Path) -> None:
     alsa.playback("spk", tmp_path / "out.raw").write()
 
     async def main() -> None:
-        state = StateMachine()
-        pb = Playback("spk", rate=RATE, period_ms=PERIOD_MS, pace=True)
-        speaker = SpeakerOutput(pb, state)
-        mic = GatedMic(NoFrames(), make_gate(config.Settings()), speaker, state, echo_tail_s=0.3)
+        pb, mic = guarded_mic()
         quiet = asyncio.Event()
 
         def went_quiet() -> None:
@@ -165,10 +170,7 @@ def test_the_echo_tail_never_cuts_into_a_turn_already_open(alsa: AsoundRc, tmp_p
     alsa.playback("spk", tmp_path / "out.raw").write()
 
     async def main() -> None:
-        state = StateMachine()
-        pb = Playback("spk", rate=RATE, period_ms=PERIOD_MS, pace=True)
-        speaker = SpeakerOutput(pb, state)
-        mic = GatedMic(NoFrames(), make_gate(config.Settings()), speaker, state, echo_tail_s=0.3)
+        pb, mic = guarded_mic()
         pb.start()
         pb.play(tone(2.0), RATE)
         frames = user_speech_frames()

@@ -13,8 +13,9 @@ import pytest
 from edgevoice.config import Settings, parse
 from edgevoice.daemon.earcons import NOTES, Earcons, make
 from edgevoice.daemon.state import Event, StateMachine
-from edgevoice.gate import TurnStarted, make_gate
-from edgevoice.pcm import RATE, frame_samples, to_bytes, to_float
+from edgevoice.gate import make_gate
+from edgevoice.gate.scan import scan
+from edgevoice.pcm import RATE, to_bytes, to_float
 from tests import audiogen as ag
 from tests.alsa import AsoundRc, alsa_home
 from tests.echoroom import Room, place
@@ -26,13 +27,7 @@ def asound(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[AsoundRc
 
 
 def turns(signal: np.ndarray) -> int:
-    gate = make_gate(Settings())
-    n = frame_samples(30)
-    return sum(
-        isinstance(e, TurnStarted)
-        for k in range(len(signal) // n)
-        for e in gate.process(to_bytes(signal[k * n : (k + 1) * n]))
-    )
+    return len(scan(make_gate(Settings()), to_bytes(signal)))
 
 
 @pytest.mark.parametrize("name", sorted(NOTES))

@@ -17,8 +17,9 @@ from edgevoice.audio import Capture, Playback
 from edgevoice.config import Settings
 from edgevoice.frontend import EchoCancel, FarEnd
 from edgevoice.frontend.aec import attach
-from edgevoice.gate import TurnStarted, make_gate
-from edgevoice.pcm import RATE, frame_samples, to_bytes
+from edgevoice.gate import make_gate
+from edgevoice.gate.scan import scan
+from edgevoice.pcm import RATE, to_bytes
 from tests import audiogen as ag
 from tests.alsa import AsoundRc, alsa_home
 from tests.echoroom import T0, Room, erle_db, place
@@ -123,15 +124,9 @@ def test_the_echo_is_cancelled_by_25_db(room: Room) -> None:
     assert cancel.processed > 0 and cancel.passed > 0  # quiet before the answer, and after it died away
 
 
-def gate_opens(signal: np.ndarray, period_ms: int = 30) -> list[float]:
-    gate = make_gate(Settings())
-    n = frame_samples(period_ms)
-    opens = []
-    for k in range(len(signal) // n):
-        for ev in gate.process(to_bytes(signal[k * n : (k + 1) * n])):
-            if isinstance(ev, TurnStarted):
-                opens.append((k + 1) * n / RATE)
-    return opens
+def gate_opens(signal: np.ndarray) -> list[float]:
+    """When the gate (30 ms periods) decided to open each turn, in seconds."""
+    return [t.opened_s for t in scan(make_gate(Settings()), to_bytes(signal))]
 
 
 @pytest.mark.parametrize(("voice", "sentence"), [("en-us", 0), ("en-029+m1", 3), ("en-us-nyc+f4", 4)])
