@@ -70,7 +70,7 @@ def test_the_state_machines_events_play_them_once_each() -> None:
     sm.when_fired(earcons.on_event)
     for event in (Event.TURN_STARTED, Event.MODEL_LOST, Event.TURN_ENDED, Event.MODEL_BACK, Event.PLAYBACK_STARTED):
         sm.fire(event)
-    assert earcons.played == ["lost", "back"]
+    assert list(earcons.played) == ["lost", "back"]
     assert played == [(make("lost"), RATE), (make("back"), RATE)]
 
 
@@ -96,9 +96,91 @@ def test_the_voice_loop_plays_them_through_the_notice_path_unless_turned_off(aso
         return loop
 
     loop = asyncio.run(body(""))
-    assert loop.earcons is not None and loop.earcons.played == ["lost", "back", "reset"]
+    assert loop.earcons is not None and list(loop.earcons.played) == ["lost", "back", "reset"]
     assert out.read_bytes() == make("lost") + make("back") + make("reset")
     out.unlink()
     loop = asyncio.run(body("earcons = false\n"))
     assert loop.earcons is None and loop.sessions.cue is None
     assert not out.exists() or out.read_bytes() == b""
+
+
+def test_a_summons_plays_the_listening_cue_which_the_model_never_hears(asound: AsoundRc, tmp_path: Path) -> None:
+    """A button press opens a turn: the listening cue plays, the state stays `listening` (the cue is no answer),
+    and without echo cancellation the turn carries digital silence while the cue sounds and for the echo tail
+    after it, then the user's words. A turn the voice gate opens gets no cue."""
+    from edgevoice.daemon.state import State
+    from edgevoice.daemon.voice import VoiceLoop
+
+    out = tmp_path / "out.raw"
+    asound.capture("mic", "/dev/zero").playback("spk", out).write()
+    conf = (
+        "[audio]\ncapture_device = 'mic'\nplayback_device = 'spk'\n[gate]\nmode = '{mode}'\n"
+        "[model]\nprovider = 'local'\n"
+    )
+    words = to_bytes(ag.pink_noise(480, seed=5) * 0.1)
+
+    async def summoned() -> tuple[VoiceLoop, list[bytes], list[State]]:
+        loop = VoiceLoop(parse(conf.format(mode="push_to_talk")))
+        states: list[State] = []
+        loop.state.when_changed(lambda old, new: states.append(new))
+        loop.playback.start()
+        sent: list[bytes] = []
+        try:
+            loop.mic.press()
+            assert loop.speaker.is_playing  # the cue, queued as the turn opened
+            while loop.playback.is_playing:
+                loop.mic.handle(words)
+                await asyncio.sleep(0.03)
+            for _ in range(15):  # the echo tail (300 ms), then the user's words
+                loop.mic.handle(words)
+                await asyncio.sleep(0.03)
+            loop.mic.release()
+            sent = [pcm for pcm, end in loop.mic._pending if not end]
+        finally:
+            loop.playback.stop()
+        return loop, sent, states
+
+    loop, sent, states = asyncio.run(summoned())
+    assert loop.earcons is not None and list(loop.earcons.played) == ["listen"]
+    assert out.read_bytes() == make("listen")
+    assert states == [State.LISTENING, State.THINKING]  # never `speaking` for the cue
+    silent = [pcm == bytes(len(words)) for pcm in sent]
+    assert silent[0] and silent.count(True) >= 4  # the cue (130 ms) and its tail went as silence
+    assert not silent[-1] and sent[-1] == words  # the words after it went as they are
+    assert silent == sorted(silent, reverse=True)  # silence only at the start: nothing of the user's cut later
+
+    async def voiced() -> VoiceLoop:
+        loop = VoiceLoop(parse(conf.format(mode="vad")))
+        said = ag.speak("Is it going to rain?", "en-us+m3")
+        data = to_bytes(place(len(said) + RATE, [(0.3, said / np.max(np.abs(said)) * 0.5)]))
+        for i in range(0, len(data) - 959, 960):
+            loop.mic.handle(data[i : i + 960])
+        return loop
+
+    loop = asyncio.run(voiced())
+    assert loop.mic.turns_started == 1 and loop.earcons is not None and not loop.earcons.played
+
+
+def test_an_answer_after_a_cue_alone_moves_the_state_to_speaking() -> None:
+    """The cue's stretch marked no answer; an answer (or a notice) queued while it still plays does."""
+    from edgevoice.daemon.speaker import SpeakerOutput
+    from edgevoice.daemon.state import State
+
+    class Player:
+        is_playing = False
+        rate = RATE
+        buffer_frames = 1920
+
+        def play(self, pcm: bytes, rate: int) -> None:
+            self.is_playing = True
+
+        def flush(self) -> int:
+            return 0
+
+    sm = StateMachine()
+    sm.fire(Event.TURN_STARTED)
+    speaker = SpeakerOutput(Player(), sm)
+    speaker.play_cue(make("listen"), RATE)
+    assert speaker.cue_only and sm.state is State.LISTENING
+    speaker.play_notice(make("lost"), RATE)
+    assert not speaker.cue_only and sm.state is State.SPEAKING

@@ -35,7 +35,7 @@ def test_push_to_talk_passes_frames_exactly_while_held(speech_frames: list[bytes
     fs = 480
     for f in speech_frames[:10]:  # speech or not, nothing passes before the press
         assert gate.process(f) == []
-    assert gate.press() == [TurnStarted([], 10 * fs)]
+    assert gate.press() == [TurnStarted([], 10 * fs, summoned=True)]
     assert gate.in_turn and gate.state is GateState.HELD
     held = speech_frames[10:40]
     for f in held:
@@ -45,7 +45,7 @@ def test_push_to_talk_passes_frames_exactly_while_held(speech_frames: list[bytes
     for f in speech_frames[40:50]:
         assert gate.process(f) == []
     # Press again: a new turn from where the stream is now.
-    assert gate.press() == [TurnStarted([], 50 * fs)]
+    assert gate.press() == [TurnStarted([], 50 * fs, summoned=True)]
     assert gate.press() == []  # already held
     assert gate.process(speech_frames[50]) == [TurnFrame(speech_frames[50])]
     assert gate.release() == [TurnEnded(51 * fs, "empty")]  # 30 ms held: nothing was said in it
@@ -73,7 +73,7 @@ def test_push_to_talk_is_cut_at_max_length_and_needs_a_new_press(speech_frames: 
     assert events[-1] == TurnEnded(34 * 480, "max_length")
     assert gate.state is GateState.COOLDOWN and not gate.in_turn
     assert gate.release() == []
-    assert gate.press() == [TurnStarted([], 60 * 480)]
+    assert gate.press() == [TurnStarted([], 60 * 480, summoned=True)]
     assert gate.process(talk[0]) == [TurnFrame(talk[0])]
 
 
@@ -84,7 +84,7 @@ def test_the_button_beside_the_voice_gate(speech_frames: list[bytes]) -> None:
     silence = bytes(960)
     for _ in range(10):
         assert gate.process(silence) == []
-    assert gate.press() == [TurnStarted([], 10 * 480)]
+    assert gate.press() == [TurnStarted([], 10 * 480, summoned=True)]
     for _ in range(40):  # 1.2 s of silence: far past the 700 ms hangover, still held
         assert gate.process(silence) == [TurnFrame(silence)]
     assert gate.release() == [TurnEnded(50 * 480, "empty")]  # and nothing said in it

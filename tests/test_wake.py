@@ -271,7 +271,7 @@ def test_push_to_talk_works_beside_the_wake_word(judge: SpeechJudge) -> None:
     off = clip.offset // fs
     # Armed: a press opens a held turn at once; release ends it (nothing said: empty) and re-arms.
     gate = wake_gate(judge, {fire})
-    assert gate.press() == [TurnStarted([], 0)] and gate.state is GateState.HELD
+    assert gate.press() == [TurnStarted([], 0, summoned=True)] and gate.state is GateState.HELD
     assert [gate.process(f) for f in frames[:10]] == [[TurnFrame(f)] for f in frames[:10]]
     assert gate.release() == [TurnEnded(10 * fs, "empty")] and gate.state is GateState.ARMED
     # Held over the command, then released: "released"; the detector firing while held opens nothing more.
@@ -298,7 +298,7 @@ def test_push_to_talk_works_beside_the_wake_word(judge: SpeechJudge) -> None:
     assert gate.press() == []
     assert gate.release() == [TurnEnded((on + 10) * fs, "released")]
     # And a press while armed, later, still opens a turn: the button never depends on the wake word.
-    assert gate.press() == [TurnStarted([], (on + 10) * fs)]
+    assert gate.press() == [TurnStarted([], (on + 10) * fs, summoned=True)]
 
 
 def test_the_gate_resets_the_detector_and_needs_one_in_wake_mode(judge: SpeechJudge) -> None:

@@ -51,8 +51,9 @@ class AudioSettings:
     """Longest wait between attempts to reopen a vanished capture or playback device."""
 
     earcons: bool = True
-    """Short generated sounds when the connection to the model is lost, when it is back, and when the reset
-    button starts a new conversation (each under 300 ms; never stored or sent to a model)."""
+    """Short generated sounds when the user summons the device (a button press or the wake word: it listens),
+    when the connection to the model is lost, when it is back, and when the reset button starts a new
+    conversation (each under 300 ms; never stored or sent to a model)."""
 
 
 @dataclass(frozen=True)

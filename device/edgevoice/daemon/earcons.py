@@ -1,4 +1,5 @@
-"""Earcons: short sounds the speaker makes about itself (the connection went, it is back, a new conversation).
+"""Earcons: short sounds the speaker makes about itself (it listens, the connection went, it is back, a new
+conversation).
 
 Generated at start from a few notes (no binary assets), each under 300 ms, quiet (-18 dBFS peak) and with
 raised-cosine edges so they click neither in the speaker nor in the echo canceller. They are not speech:
@@ -6,13 +7,17 @@ pure tones with no syllable rhythm, which Silero does not take for a voice (test
 gate on them), and they go through the speaker's notice path (`SpeakerOutput.play_notice`), so a barge-in
 stops them and they are never stored or sent to a model.
 
-Not yet: a cue when listening starts. Played into an open turn it would reach the model through the air
-unless echo cancellation removes it, and the state machine would take its playback for an answer starting.
+The listening cue plays when the user summons the device (the push-to-talk button, the wake word: a turn
+opened with `TurnStarted.summoned`), not on a turn `vad` opened, where the user is already talking and a chime
+would only talk over them. It sounds inside the open turn, so it must not reach the model through the air:
+without echo cancellation the mic sends digital silence in its place while it plays and for the echo tail
+after (`GatedMic.mute_cue`), and its playback is no answer starting (`SpeakerOutput.play_cue`).
 """
 
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable
 
 import numpy as np
@@ -29,6 +34,7 @@ EDGE_S = 0.008
 
 # name -> notes (frequency Hz, seconds); a rising pair is good news, a falling pair bad, three notes a change.
 NOTES: dict[str, tuple[tuple[float, float], ...]] = {
+    "listen": ((784.0, 0.05), (1046.5, 0.08)),  # short and high: over before a user starts the command
     "lost": ((659.3, 0.11), (440.0, 0.15)),
     "back": ((440.0, 0.09), (659.3, 0.12)),
     "reset": ((523.3, 0.07), (659.3, 0.07), (784.0, 0.1)),
@@ -55,18 +61,23 @@ def make(name: str) -> bytes:
 
 
 class Earcons:
-    """Plays earcons through `play(pcm, rate)` (the speaker's notice path). `on_event` is a state machine
-    listener; `cue(name)` plays one directly (the reset button's new session). `played` lists what was played."""
+    """Plays earcons through `play(pcm, rate)` (the speaker's notice path; the listening cue through
+    `play_cue`, which marks no answer starting). `on_event` is a state machine listener; `cue(name)` plays one
+    directly (the reset button's new session, the listening cue). `played` holds the latest played, newest
+    last."""
 
-    def __init__(self, play: Callable[[bytes, int], None]) -> None:
+    def __init__(
+        self, play: Callable[[bytes, int], None], play_cue: Callable[[bytes, int], None] | None = None
+    ) -> None:
         self._play = play
+        self._play_cue = play_cue or play
         self._sounds = {name: make(name) for name in NOTES}  # about a millisecond: made once, at start
-        self.played: list[str] = []
+        self.played: deque[str] = deque(maxlen=32)  # bounded: a daemon runs for months
 
     def cue(self, name: str) -> None:
         self.played.append(name)
         log.debug("earcon %s", name)
-        self._play(self._sounds[name], RATE)
+        (self._play_cue if name == "listen" else self._play)(self._sounds[name], RATE)
 
     def on_event(self, event: Event) -> None:
         if (name := EVENTS.get(event)) is not None:

@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+CUE_TAIL_S = 0.08
+"""How long a quiet cue (-18 dBFS, 100 ms) still rings in the room after the speaker went quiet."""
+
 
 class FrameSource(Protocol):
     async def read(self) -> bytes:
@@ -94,6 +97,10 @@ class GatedMic:
         """Called when a turn closes (its end marker queued): an answer is owed."""
         self.on_turn_dropped: Callable[[], None] | None = None
         """Called when an open turn is dropped for having no speech in it: nothing is owed."""
+        self.on_summoned: Callable[[], None] | None = None
+        """Called when the user summoned the device (a button press, the wake word): it plays the listening
+        cue, after the turn opened (a barge-in has stopped the answer by then)."""
+        self._cue_muted = False
         self.turns_dropped = 0
         # Turn audio (16 kHz) waiting for the agent, each chunk flagged when it is a turn's end marker; bounded
         # so a model that is down cannot grow it without end.
@@ -186,6 +193,22 @@ class GatedMic:
         """Whether a whole turn (its end marker) waits for the agent to read it."""
         return any(end for _, end in self._pending)
 
+    def mute_cue(self) -> None:
+        """A cue starts playing inside the open turn and nothing cancels its echo: the turn gets digital
+        silence in its place until the speaker has gone quiet and the cue's short ring-out has passed. Not the
+        answer's echo tail: a user who presses the button and talks straight away starts about 300 ms later,
+        and those words must reach the model."""
+        self._cue_muted = True
+
+    def _muted(self) -> bool:
+        if (
+            self._cue_muted
+            and not self._speaker.is_playing
+            and time.monotonic() - self._speaker_quiet_at >= CUE_TAIL_S
+        ):
+            self._cue_muted = False
+        return self._cue_muted
+
     def _in_echo_tail(self) -> bool:
         return not self._speaker.is_playing and time.monotonic() - self._speaker_quiet_at < self._echo_tail_s
 
@@ -223,8 +246,10 @@ class GatedMic:
                     self.on_turn_started()
                 for f in decision.preroll:
                     self._send(f)
+                if decision.summoned and self.on_summoned:
+                    self.on_summoned()
             elif isinstance(decision, TurnFrame):
-                self._send(decision.frame)
+                self._send(bytes(len(decision.frame)) if self._muted() else decision.frame)
             elif isinstance(decision, TurnEnded) and decision.reason == "empty":
                 self._drop_open_turn()
             elif isinstance(decision, TurnEnded):

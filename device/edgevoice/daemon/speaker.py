@@ -76,6 +76,8 @@ class SpeakerOutput:
         self._agent: BidiAgent | None = None
         self._played = PlayedAudio()
         self._tasks: set[asyncio.Task[None]] = set()
+        self.cue_only = False
+        """The stretch playing holds nothing but a cue (`play_cue`): its start is no answer's."""
         self.responses_done = 0
         self.audio_bytes = 0
         self.answers_cut = 0
@@ -94,6 +96,29 @@ class SpeakerOutput:
 
     def play_notice(self, pcm: bytes, rate: int) -> None:
         """Play audio that is no answer (`notices.py`): a barge-in over it must not count it as an answer's."""
+        self._speaking()
+        self._foreign(pcm, rate)
+
+    def play_cue(self, pcm: bytes, rate: int) -> None:
+        """Play a cue that only marks a moment (the listening earcon, inside the user's turn): no answer or
+        notice starts, so the state machine must not go to speaking (`cue_only` until anything else plays)."""
+        if not self._player.is_playing:
+            self.cue_only = True
+        self._foreign(pcm, rate)
+
+    def playback_idle(self) -> None:
+        """The player went idle: whatever plays next starts a new stretch."""
+        self.cue_only = False
+
+    def _speaking(self) -> None:
+        """Something the user listens to is queued. If only a cue was playing, its stretch never moved the
+        state machine: the speaking starts now."""
+        if self.cue_only:
+            self.cue_only = False
+            if self._player.is_playing:
+                self._state.fire(Event.PLAYBACK_STARTED)
+
+    def _foreign(self, pcm: bytes, rate: int) -> None:
         self._played.foreign(len(pcm) / SAMPLE_BYTES / rate)
         self._player.play(pcm, rate)
 
@@ -165,6 +190,7 @@ class SpeakerOutput:
             pcm = base64.b64decode(event["audio"])
             self.audio_bytes += len(pcm)
             self._played.audio(len(pcm) / SAMPLE_BYTES / rate, queued=True)
+            self._speaking()
             self._player.play(pcm, rate)
         elif kind == "bidi_barge_in":
             self._flush(tell=False)  # the model interrupted itself: it knows

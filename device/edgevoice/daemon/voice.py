@@ -139,7 +139,7 @@ class VoiceLoop:
             on_ready=self._ready,
             on_end=self._check_done,
         )
-        self.playback.on_start = lambda: self.state.fire(Event.PLAYBACK_STARTED)
+        self.playback.on_start = self._playback_started
         self.playback.on_idle = self._playback_idle
         self.tools = DeviceTools()
         self.agents = AgentBuilder(settings, model=model, session_manager=session_manager, tools=self.tools)
@@ -150,9 +150,10 @@ class VoiceLoop:
         """The reset button's new conversation (`new_session()`)."""
         self.earcons: Earcons | None = None
         if a.earcons:
-            self.earcons = earcons = Earcons(self.speaker.play_notice)
+            self.earcons = earcons = Earcons(self.speaker.play_notice, self.speaker.play_cue)
             self.state.when_fired(earcons.on_event)
             self.sessions.cue = lambda: earcons.cue("reset")
+            self.mic.on_summoned = self._listening_cue
         # What the watch for hung connections hears (`supervise.py`): plain calls, no Strands types.
         self.mic.on_turn_sent = self.connection.response_due
         self.mic.on_turn_started = self.connection.user_turn
@@ -276,7 +277,18 @@ class VoiceLoop:
         if self._on_transcript:
             self._on_transcript(role, text)
 
+    def _playback_started(self) -> None:
+        if not self.speaker.cue_only:  # the listening cue plays inside the turn: no answer is starting
+            self.state.fire(Event.PLAYBACK_STARTED)
+
+    def _listening_cue(self) -> None:
+        assert self.earcons is not None
+        if self.echo is None:  # nothing cancels the cue's echo: the turn must not carry it to the model
+            self.mic.mute_cue()
+        self.earcons.cue("listen")
+
     def _playback_idle(self) -> None:
+        self.speaker.playback_idle()
         self.mic.speaker_went_quiet()
         self.state.fire(Event.PLAYBACK_IDLE)
         self._check_done()

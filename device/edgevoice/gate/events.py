@@ -8,10 +8,13 @@ from dataclasses import dataclass
 @dataclass(frozen=True, slots=True)
 class TurnStarted:
     """A turn opened. `preroll` holds the frames from before the opening frame, oldest first;
-    `start_sample` is the position of the first sample forwarded (pre-roll included)."""
+    `start_sample` is the position of the first sample forwarded (pre-roll included); `summoned`: the user
+    called the device (the push-to-talk button, or the wake word) and waits for it to listen, rather than
+    just started talking (`vad`): the daemon answers a summons with the listening earcon."""
 
     preroll: list[bytes]
     start_sample: int
+    summoned: bool = False
 
 
 @dataclass(frozen=True, slots=True)

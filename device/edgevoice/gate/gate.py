@@ -231,7 +231,7 @@ class Gate:
         self._state = GateState.HELD
         self._turn_start = self._pos
         self._voiced = 0
-        return [TurnStarted([], self._pos)]
+        return [TurnStarted([], self._pos, summoned=True)]
 
     def release(self) -> list[GateEvent]:
         """Push-to-talk button up: the turn (if still open) ends after the last frame processed."""
@@ -292,7 +292,7 @@ class Gate:
         # frame from this one on must pass the whole cascade, so the wake word alone, or noise, stays empty.
         self._window &= (1 << (self._n - 1)) - 1
         self._silent = 0
-        return [TurnStarted(preroll, self._turn_start)]
+        return [TurnStarted(preroll, self._turn_start, summoned=True)]
 
     def _close(self, end: int, reason: str, then: GateState) -> TurnEnded:
         self._forwarded_end = end
