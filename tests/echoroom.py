@@ -13,10 +13,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from edgevoice.config import Settings, replace
 from edgevoice.frontend import EchoCancel, FarEnd
+from edgevoice.frontend.talk import LearningFrame, TalkFrame
+from edgevoice.gate import TurnStarted, make_gate
 from edgevoice.pcm import RATE, frame_samples, to_bytes, to_float
 
 T0 = 1000.0  # the monotonic time the scene starts at
+GAP_S = 0.3
+"""A pause in what the speaker plays this long or longer ends a stretch: the writer goes idle and stamps anew."""
 
 
 def room_response(delay_s: float, gain: float, seed: int, rt_s: float = 0.15) -> np.ndarray:
@@ -30,7 +35,10 @@ def room_response(delay_s: float, gain: float, seed: int, rt_s: float = 0.15) ->
     t = np.arange(n - d - 1) / RATE
     h[d + 1 :] = rng.standard_normal(n - d - 1) * 0.15 * np.exp(-6.9 * t / rt_s)
     h = np.convolve(h, np.ones(4) / 4)[:n]  # a gentle low-pass
-    return h * gain / np.max(np.abs(h))
+    # Scaled by its energy, not its direct path: the tail holds most of it, and a response scaled by the
+    # direct path alone made the echo up to 17 dB louder than what was played, clipping the mic at a
+    # -6 dBFS answer (no device's gains are set so; no linear filter can predict a clipped echo).
+    return h * gain / np.sqrt(np.sum(h**2))
 
 
 @dataclass
@@ -40,7 +48,7 @@ class Room:
     codec_s: float = 0.012
     """Output latency the playback stamp does not include (the DAC and its driver)."""
     echo_gain: float = 0.5
-    """The direct path's level at the microphone (the echo's loudness)."""
+    """The echo's loudness against what was played: the impulse response's energy gain."""
     jitter_s: float = 0.004
     """A capture stamp is late by up to this (the reader thread woken late)."""
     drift_ppm: float = 0.0
@@ -48,6 +56,10 @@ class Room:
     period_ms: int = 30
     seed: int = 0
     ir: np.ndarray = field(init=False)
+    talk: list[bool] = field(init=False, default_factory=list)
+    """After `run`: for each frame, whether the canceller heard the user talk over the speaker in it."""
+    learning: list[bool] = field(init=False, default_factory=list)
+    """After `run`: for each frame, whether the canceller had not learned the room yet (it opens no turn)."""
 
     def __post_init__(self) -> None:
         self.ir = room_response(self.delay_s, self.echo_gain, self.seed)
@@ -70,7 +82,9 @@ class Room:
             import soxr
 
             mic = soxr.resample(mic, RATE, RATE * rate)[: len(far)]
-        cancel = cancel or EchoCancel(FarEnd())
+        self.talk = []
+        self.learning = []
+        cancel = cancel or EchoCancel(FarEnd(), period_ms=self.period_ms)
         n = frame_samples(self.period_ms)
         chunks = _played_chunks(far, n)
         out = np.zeros_like(mic)
@@ -83,14 +97,24 @@ class Room:
                 cancel.far.played(pcm, RATE, T0 + start / RATE)
                 c += 1
             frame = to_bytes(mic[k * n : (k + 1) * n])
-            out[k * n : (k + 1) * n] = to_float(cancel.process(frame, end_at), np.float64)
+            pcm = cancel.process(frame, end_at)
+            self.talk.append(isinstance(pcm, TalkFrame))
+            self.learning.append(isinstance(pcm, LearningFrame))
+            out[k * n : (k + 1) * n] = to_float(pcm, np.float64)
         return mic, out, cancel
 
 
 def _played_chunks(far: np.ndarray, n: int) -> list[tuple[int, bytes]]:
-    """The stretches of `far` that are not silent, cut into periods, as the playback writer hands them on."""
+    """`far` cut into periods as the playback writer hands them on: each stretch of sound whole, from its first
+    loud period to its last, pauses inside it included (a model's answer is one stream, its silences too);
+    only a pause of GAP_S or more ends a stretch (the writer went idle)."""
     loud = [i for i in range(0, len(far) - n + 1, n) if np.any(far[i : i + n])]
-    return [(i, to_bytes(far[i : i + n])) for i in loud]
+    chunks: list[tuple[int, bytes]] = []
+    for a, b in zip(loud, [*loud[1:], None], strict=True):
+        chunks.append((a, to_bytes(far[a : a + n])))
+        if b is not None and b - a < GAP_S * RATE:
+            chunks.extend((i, to_bytes(far[i : i + n])) for i in range(a + n, b, n))
+    return chunks
 
 
 def erle_db(mic: np.ndarray, cleaned: np.ndarray, mask: np.ndarray) -> float:
@@ -105,3 +129,28 @@ def place(length: int, parts: list[tuple[float, np.ndarray]]) -> np.ndarray:
         i = round(at * RATE)
         x[i : i + len(part)] += part[: max(0, length - i)]
     return x
+
+
+def gate_opens(
+    signal: np.ndarray, talk: list[bool], period_ms: int = 30, learning: list[bool] | None = None
+) -> list[tuple[float, float]]:
+    """The turns the daemon's gate opens over `signal` (the canceller's output), told where the canceller
+    heard the user talk over the speaker, and with the frames it marked as learning dropped outside a turn (as
+    `GatedMic` does): (when it decided, where the turn starts, pre-roll included), in s."""
+    gate = make_gate(replace(Settings(), audio={"period_ms": period_ms}))
+    n = frame_samples(period_ms)
+    data = to_bytes(signal)
+    opens = []
+    for k in range(len(signal) // n):
+        if learning is not None and k < len(learning) and learning[k] and not gate.in_turn:
+            gate.listen(data[2 * k * n : 2 * (k + 1) * n])
+            continue
+        for event in gate.process(data[2 * k * n : 2 * (k + 1) * n], talk_over=k < len(talk) and talk[k]):
+            if isinstance(event, TurnStarted):
+                opens.append(((k + 1) * n / RATE, event.start_sample / RATE))
+    return opens
+
+
+def opens_in(room: Room, out: np.ndarray) -> list[tuple[float, float]]:
+    """`gate_opens` over what `room.run` returned, with the marks it recorded."""
+    return gate_opens(out, room.talk, room.period_ms, room.learning)

@@ -23,7 +23,10 @@ class ScriptGate:
     def __init__(self) -> None:
         self.in_turn = False
 
-    def process(self, frame: bytes) -> list[GateEvent]:
+    def listen(self, frame: bytes) -> None:
+        pass
+
+    def process(self, frame: bytes, talk_over: bool = False) -> list[GateEvent]:
         if frame.startswith(b"S"):
             self.in_turn = True
             return [TurnStarted(preroll=[frame], start_sample=0)]

@@ -106,21 +106,22 @@ def test_the_voice_loop_plays_them_through_the_notice_path_unless_turned_off(aso
 
 def test_a_summons_plays_the_listening_cue_which_the_model_never_hears(asound: AsoundRc, tmp_path: Path) -> None:
     """A button press opens a turn: the listening cue plays, the state stays `listening` (the cue is no answer),
-    and without echo cancellation the turn carries digital silence while the cue sounds and for the echo tail
-    after it, then the user's words. A turn the voice gate opens gets no cue."""
+    and without echo cancellation the turn carries digital silence while the cue sounds and for its short
+    ring-out after it, then the user's words (with it, the cue is cancelled like any playback). A turn the
+    voice gate opens gets no cue."""
     from edgevoice.daemon.state import State
     from edgevoice.daemon.voice import VoiceLoop
 
     out = tmp_path / "out.raw"
     asound.capture("mic", "/dev/zero").playback("spk", out).write()
     conf = (
-        "[audio]\ncapture_device = 'mic'\nplayback_device = 'spk'\n[gate]\nmode = '{mode}'\n"
+        "[audio]\ncapture_device = 'mic'\nplayback_device = 'spk'\necho_cancellation = {aec}\n[gate]\nmode = '{mode}'\n"
         "[model]\nprovider = 'local'\n"
     )
     words = to_bytes(ag.pink_noise(480, seed=5) * 0.1)
 
-    async def summoned() -> tuple[VoiceLoop, list[bytes], list[State]]:
-        loop = VoiceLoop(parse(conf.format(mode="push_to_talk")))
+    async def summoned(aec: str = "false") -> tuple[VoiceLoop, list[bytes], list[State]]:
+        loop = VoiceLoop(parse(conf.format(mode="push_to_talk", aec=aec)))
         states: list[State] = []
         loop.state.when_changed(lambda old, new: states.append(new))
         loop.playback.start()
@@ -148,9 +149,13 @@ def test_a_summons_plays_the_listening_cue_which_the_model_never_hears(asound: A
     assert silent[0] and silent.count(True) >= 4  # the cue (130 ms) and its tail went as silence
     assert not silent[-1] and sent[-1] == words  # the words after it went as they are
     assert silent == sorted(silent, reverse=True)  # silence only at the start: nothing of the user's cut later
+    # With echo cancellation the cue is cancelled like any playback: nothing of the turn is muted.
+    loop, sent, states = asyncio.run(summoned("true"))
+    assert loop.echo is not None and list(loop.earcons.played) == ["listen"] and states[0] is State.LISTENING
+    assert sent and all(pcm == words for pcm in sent)
 
     async def voiced() -> VoiceLoop:
-        loop = VoiceLoop(parse(conf.format(mode="vad")))
+        loop = VoiceLoop(parse(conf.format(mode="vad", aec="false")))
         said = ag.speak("Is it going to rain?", "en-us+m3")
         data = to_bytes(place(len(said) + RATE, [(0.3, said / np.max(np.abs(said)) * 0.5)]))
         for i in range(0, len(data) - 959, 960):

@@ -35,10 +35,10 @@ class AudioSettings:
     queue_frames: int = 100
     """Bound of the capture queue; when full, the oldest frame is dropped and counted."""
 
-    echo_cancellation: bool = False
-    """Cancel the speaker's own voice in what the microphone hears (WebRTC AEC3, fed with what was played),
-    so the user can talk over an answer. Off (for now the default: AEC3 still cuts into a user's turn spoken
-    in the first second of an answer), or when `pywebrtc-audio` is missing: the `half_duplex` guard."""
+    echo_cancellation: bool = True
+    """Cancel the speaker's own voice in what the microphone hears (WebRTC AEC3, fed with what was played,
+    beside a linear filter that hears the user talking over an answer and stops it within 100 ms), so the
+    user can interrupt. Off, or when `pywebrtc-audio` is missing: the `half_duplex` guard."""
 
     half_duplex: bool = True
     """Echo guard without echo cancellation: frames in the `echo_tail_ms` after playback are dropped unheard.

@@ -20,6 +20,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ..frontend.talk import LearningFrame, TalkFrame
 from ..gate import GateEvent, TurnEnded, TurnFrame, TurnStarted
 from ..pcm import END_OF_TURN, ms_bytes
 from .state import Event, StateMachine
@@ -44,7 +45,9 @@ class TurnGate(Protocol):
     @property
     def in_turn(self) -> bool: ...
 
-    def process(self, frame: bytes) -> list[GateEvent]: ...
+    def process(self, frame: bytes, talk_over: bool = False) -> list[GateEvent]: ...
+
+    def listen(self, frame: bytes) -> None: ...
 
     def press(self) -> list[GateEvent]: ...
 
@@ -201,11 +204,7 @@ class GatedMic:
         self._cue_muted = True
 
     def _muted(self) -> bool:
-        if (
-            self._cue_muted
-            and not self._speaker.is_playing
-            and time.monotonic() - self._speaker_quiet_at >= CUE_TAIL_S
-        ):
+        if self._cue_muted and not self._speaker.is_playing and time.monotonic() - self._speaker_quiet_at >= CUE_TAIL_S:
             self._cue_muted = False
         return self._cue_muted
 
@@ -217,12 +216,19 @@ class GatedMic:
         self.frames_seen += 1
         if self.frames_seen == 1 and self._on_ready:
             self._on_ready()
+        if isinstance(frame, LearningFrame) and not self._gate.in_turn:
+            # The echo canceller has not learned the room yet (the first answer's first second or two): the
+            # frame opens no turn, but the gate hears it, so that a barge-in right after has a background.
+            self.echo_dropped += 1
+            self._gate.listen(frame)
+            return
         if self._in_echo_tail() and not self._gate.in_turn:
             # The room still rings with the answer's last words: they must not open a turn. (A turn already
             # open is the user's, who barged in: their words go on reaching it.)
             self.echo_dropped += 1
             return
-        self._apply(self._gate.process(frame))
+        # The echo canceller marks a frame in which it heard the user talk over the speaker: the fast barge-in.
+        self._apply(self._gate.process(frame, talk_over=isinstance(frame, TalkFrame)))
 
     def press(self) -> None:
         """Push-to-talk button down (call on the event loop): a turn opens, barging in if needed."""

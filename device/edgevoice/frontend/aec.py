@@ -19,13 +19,17 @@ from typing import Protocol
 
 import numpy as np
 
-from ..pcm import RATE, Int16Array, samples
+from ..pcm import RATE, Int16Array, frame_samples, samples, to_bytes
 from .farend import FarEnd
+from .linear import LinearEcho
+from .talk import LearningFrame, TalkFrame, TalkOver
 
 log = logging.getLogger(__name__)
 
 IDLE_S = 1.0
 """Far end silent this long (the room's echo has died away): frames pass without cancellation."""
+RING_S = 0.3
+"""How long after the far end went silent the room may still ring with it (the half-duplex tail's length)."""
 
 
 class Canceller(Protocol):
@@ -45,9 +49,16 @@ class EchoCancel:
     """`process(frame, end_at)`: one 16 kHz S16_LE frame, stamped with when capture got it, minus the echo."""
 
     def __init__(
-        self, far: FarEnd, *, idle_s: float = IDLE_S, make: Callable[[], Canceller] = webrtc_canceller
+        self,
+        far: FarEnd,
+        *,
+        period_ms: int = 30,
+        idle_s: float = IDLE_S,
+        make: Callable[[], Canceller] = webrtc_canceller,
     ) -> None:
         self.far = far
+        self.linear = LinearEcho(frame_samples(period_ms))
+        self.talk = TalkOver(self.linear, period_ms)
         self.idle_s = idle_s
         self._make = make
         self._aec: Canceller | None = None
@@ -74,10 +85,24 @@ class EchoCancel:
             self._aec = self._make()
         out = self._aec.process(near, far)
         self.processed += 1
-        return bytes(np.asarray(out, dtype="<i2").tobytes())
+        residual, _ = self.linear.process(near, far)
+        talk = self.talk(near, residual, far)
+        if not near.any():
+            # Digital silence (a muted mic, a file PCM) holds no echo: it stays silence, where AEC3 would
+            # add its comfort noise (what marks the end of a turn would no longer be silence).
+            return frame
+        # While the user talks over the speaker, their words go out as the mic heard them, minus the echo
+        # the linear filter predicts: AEC3's suppressor would cut into them.
+        pcm = to_bytes(residual) if self.talk.talking else bytes(np.asarray(out, dtype="<i2").tobytes())
+        if talk:
+            return TalkFrame(pcm)
+        if self.talk.learning and self.far.silent_for(end_at) < RING_S:
+            return LearningFrame(pcm)
+        return pcm
 
 
 class _Capture(Protocol):
+    period_ms: int
     process: Callable[[bytes, float], bytes] | None
 
 
@@ -95,7 +120,7 @@ def attach(capture: _Capture, playback: _Playback) -> EchoCancel | None:
         log.warning("echo cancellation is on but pywebrtc-audio is not installed: using the half-duplex guard")
         return None
     far = FarEnd()
-    cancel = EchoCancel(far)
+    cancel = EchoCancel(far, period_ms=capture.period_ms)
     capture.process = cancel.process
     playback.on_played = far.played
     playback.on_cut = far.cut

@@ -150,7 +150,12 @@ class Gate:
         """Samples seen so far."""
         return self._pos
 
-    def process(self, frame: bytes) -> list[GateEvent]:
+    def process(self, frame: bytes, talk_over: bool = False) -> list[GateEvent]:
+        """`talk_over`: the echo canceller heard the user talk over the speaker in this frame
+        (`frontend.TalkFrame`). In vad mode that opens a turn at once, before the cascade would (it needs
+        three frames and Silero's say): a barge-in must stop the answer within 100 ms of the user's first
+        word. The canceller's test is its own (the user's level over what it predicts of the echo), so it
+        is not repeated here; the turn then goes on, and ends, as any other."""
         if len(frame) != self._frame_bytes:
             raise ValueError(f"a frame must be {self._frame_bytes} bytes (got {len(frame)})")
         start = self._pos
@@ -162,6 +167,14 @@ class Gate:
         if self._ptt or self._state is GateState.HELD:
             return self._ptt_frame(frame, start, end)
         state = self._state
+        if talk_over and state is GateState.IDLE:
+            if self._fg is not None:
+                # The room as the ring heard it, which webrtcvad may not have let it measure (behind the
+                # canceller it is near silence): the turn's frames are then judged against it. This frame
+                # and its probation go to the turn, not the background (`_open`).
+                self._fg.listen(self._ring, end)
+            self._window = ((self._window << 1) | 1) & self._mask
+            return self._open(frame, start)
         speech = self._vad.is_speech(frame, RATE)
         woke: list[GateEvent] = []
         if state is GateState.ARMED:
@@ -213,6 +226,20 @@ class Gate:
             # wake_word: the next turn needs the wake word anyway, so no pause need be waited for.
             events.append(self._close(end, "max_length", self._rest if self._detector else GateState.COOLDOWN))
         return events
+
+    def listen(self, frame: bytes) -> None:
+        """Hear a frame that may open no turn (the echo canceller has not learned the room: echo may be left
+        in it) outside a turn: the stream position, the ring and the room's level follow it, nothing is
+        decided. A turn the user opens right after then has its pre-roll, and a background to stand out of."""
+        if len(frame) != self._frame_bytes:
+            raise ValueError(f"a frame must be {self._frame_bytes} bytes (got {len(frame)})")
+        self._pos += self._fs
+        self._ring.append(frame)
+        if self._detector is not None:
+            self._detector(frame)  # its streaming state follows the whole stream; echo wakes nothing
+        if self._fg is not None and self._vad.is_speech(frame, RATE):
+            self._fg.listen(self._ring, self._pos)
+        self._window = (self._window << 1) & self._mask
 
     def press(self) -> list[GateEvent]:
         """Push-to-talk button down: the turn opens now; frames go through until `release()`. In vad mode a

@@ -1,0 +1,196 @@
+"""The fast barge-in (`edgevoice.frontend.talk`): the canceller hears the user talking over the answer in the
+linear filter's residual and marks the frame (`TalkFrame`); the gate opens a turn on it at once
+(`Gate.process(talk_over=True)`), and the daemon stops the answer. Simulated rooms (tests/echoroom.py) with
+voices and sentences neither the bench (bench/rows_echo.py) nor the other echo tests use."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from edgevoice.config import Settings, parse
+from edgevoice.daemon.mic import GatedMic
+from edgevoice.daemon.state import Event, StateMachine
+from edgevoice.frontend import EchoCancel, FarEnd
+from edgevoice.frontend.talk import TalkFrame
+from edgevoice.gate import GateState, TurnStarted, make_gate
+from edgevoice.pcm import RATE, to_bytes
+from tests import audiogen as ag
+from tests.echoroom import T0, Room, gate_opens, opens_in, place
+
+ANSWER = (
+    "en-gb-x-gbclan",
+    (
+        "The museum opens at ten and closes early on Sundays during the winter months.",
+        "Your package left the warehouse this morning and should arrive before Friday.",
+        "Mix the butter and the sugar first, then fold in the flour a little at a time.",
+    ),
+)
+USERS = [("en-us+m4", "Stop, that is wrong."), ("en-gb-x-rp+f2", "Play something else."), ("en+m6", "What?")]
+
+
+def answer() -> np.ndarray:
+    voice, sentences = ANSWER
+    x = np.concatenate([ag.speak(s, voice) for s in sentences])
+    return x / np.max(np.abs(x)) * 0.5
+
+
+def level(x: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(x**2)))
+
+
+@pytest.mark.parametrize(
+    "room",
+    [
+        Room(seed=21),
+        Room(delay_s=0.06, codec_s=0.02, jitter_s=0.01, echo_gain=0.8, seed=22),
+        Room(period_ms=20, seed=23),
+    ],
+    ids=["near", "far_and_loud", "20ms"],
+)
+def test_the_user_over_the_answer_is_heard_within_100_ms_and_comes_through_whole(room: Room) -> None:
+    """Three users at 0 dB speech-to-echo, 3 s or more into the first answer (the linear filter is trusted by
+    then): each opens one turn, on the canceller's word (a talk frame), and reaches the gate at their own level
+    (AEC3 alone cut them 3-30 dB). A vowel is heard within 30-90 ms; a soft fricative onset ("Stop") is 20-40 dB
+    under the echo and is heard with the vowel after it, 130-160 ms from its first sound."""
+    speech = answer()
+    length = len(speech) + 2 * RATE
+    far = place(length, [(0.5, speech)])
+    echo_level = ag.speech_level(room.echo(far))
+    late = []
+    for i, (voice, text) in enumerate(USERS):
+        user = ag.speak(text, voice)
+        user = user / ag.speech_level(user) * echo_level
+        at = 3.5 + 1.9 * i
+        near = place(length, [(at, user)])
+        noise = ag.pink_noise(length, seed=room.seed + i) * 3e-4
+        heard = dataclasses.replace(room, seed=room.seed + 10 * i)
+        _, out, _ = heard.run(far, near + noise)
+        onset, offset = (at + k / RATE for k in ag.active_span(user))
+        opens = [t for t, _ in opens_in(heard, out) if at - 0.5 < t < offset + 0.8]
+        assert len(opens) == 1, (text, opens)
+        late.append(opens[0] - onset)
+        frame = round(opens[0] / (room.period_ms / 1000)) - 1
+        assert heard.talk[frame], text  # the canceller's talk frame opened it, not the cascade
+        a, b = round(onset * RATE), round(offset * RATE)
+        assert abs(20 * np.log10(level(out[a:b]) / level(near[a:b]))) <= 2.0, text
+    assert max(late) <= 0.2 and sorted(late)[1] <= 0.1, late
+
+
+def test_the_answer_alone_is_never_taken_for_the_user() -> None:
+    for room in (Room(seed=24), Room(delay_s=0.08, codec_s=0.03, jitter_s=0.015, echo_gain=0.9, seed=25)):
+        speech = answer()
+        far = place(len(speech) + 2 * RATE, [(0.5, speech)])
+        _, out, _ = room.run(far, ag.pink_noise(len(far), seed=room.seed) * 3e-4)
+        assert not any(room.talk) and opens_in(room, out) == []
+
+
+def test_a_turn_spoken_as_a_fresh_canceller_starts_playing_stays_one_turn_at_its_level() -> None:
+    """No echo path at all (a headset, or the daemon tests' file PCMs): the user starts a sentence half a
+    second into the first answer. A fresh AEC3 alone cut it about 8 dB and split it in two; the canceller
+    finds there is no echo within 0.3 s of playing and sends the mic as it is."""
+    speech = answer()
+    length = len(speech) + 2 * RATE
+    far = place(length, [(0.5, speech)])
+    user = ag.speak(ag.HELD_OUT_SENTENCES[2], "en-us")
+    near = place(length, [(1.0, user / ag.speech_level(user) * 0.1)])
+    room = Room(echo_gain=1e-4)
+    mic, out, _ = room.run(far, near + ag.pink_noise(length) * 3e-4)
+    assert len(gate_opens(mic, [])) == 1
+    assert len(opens_in(room, out)) == 1
+    a, b = (round(1.0 * RATE) + k for k in ag.active_span(user))
+    assert abs(20 * np.log10(level(out[a:b]) / level(mic[a:b]))) <= 0.5
+
+
+def test_digital_silence_passes_as_it_is() -> None:
+    """A muted mic or a file PCM's zeros: AEC3 would fill them with comfort noise, and the silence that ends a
+    turn would be silence no more."""
+    far = FarEnd()
+    far.played(to_bytes(ag.pink_noise(RATE, seed=1) * 0.3), RATE, T0)
+    cancel = EchoCancel(far)
+    zeros = bytes(960)
+    assert all(cancel.process(zeros, T0 + (k + 1) * 0.03) == zeros for k in range(30))
+    assert cancel.processed == 30
+
+
+def test_the_gate_opens_on_talk_over_only_in_vad_mode_and_only_when_idle() -> None:
+    quiet = to_bytes(ag.pink_noise(480, seed=2) * 1e-3)
+    gate = make_gate(Settings())
+    gate.process(quiet)
+    events = gate.process(quiet, talk_over=True)
+    assert isinstance(events[0], TurnStarted) and gate.state is GateState.SPEAKING
+    assert gate.process(quiet, talk_over=True)[0] != events[0]  # in a turn: no second opening
+    for mode in ("wake_word", "push_to_talk"):
+        gate = make_gate(parse(f"[gate]\nmode = '{mode}'\n"), judge=None, detector=_NeverWakes())
+        assert gate.process(quiet, talk_over=True) == [] and not gate.in_turn, mode
+
+
+class _NeverWakes:
+    lookback_samples = 480
+
+    def reset(self) -> None:
+        pass
+
+    def __call__(self, frame: bytes) -> bool:
+        return False
+
+
+def test_a_talk_frame_while_the_speaker_plays_is_a_barge_in_at_once() -> None:
+    class Speaker:
+        is_playing = True
+        flushed = 0
+
+        def flush(self) -> int:
+            self.flushed += 1
+            self.is_playing = False
+            return 0
+
+    class NoFrames:
+        async def read(self) -> bytes:
+            return b""
+
+    speaker = Speaker()
+    state = StateMachine()
+    state.fire(Event.PLAYBACK_STARTED)
+    mic = GatedMic(NoFrames(), make_gate(Settings()), speaker, state)
+    quiet = to_bytes(ag.pink_noise(480, seed=3) * 1e-3)
+    mic.handle(quiet)
+    assert speaker.flushed == 0
+    mic.handle(TalkFrame(quiet))
+    assert speaker.flushed == 1 and mic.barge_ins == 1 and mic.turns_started == 1
+
+
+def test_frames_from_before_the_canceller_learned_the_room_open_no_turn() -> None:
+    """`LearningFrame`s (the first second or two of the first answer, AEC3 still leaking echo) are dropped
+    unheard outside a turn, as the half-duplex tail is; a turn already open (the user's) takes them."""
+    from edgevoice.frontend.talk import LearningFrame
+
+    class Speaker:
+        is_playing = True
+
+        def flush(self) -> int:
+            return 0
+
+    class NoFrames:
+        async def read(self) -> bytes:
+            return b""
+
+    said = ag.speak("Turn it down.", "en-us+m4")
+    scene = place(len(said) + 2 * RATE, [(0.6, said / np.max(np.abs(said)) * 0.3)])
+    data = to_bytes(scene + ag.pink_noise(len(scene), seed=4) * 1e-3)
+    frames = [data[i : i + 960] for i in range(0, len(data) - 959, 960)]
+    mic = GatedMic(NoFrames(), make_gate(Settings()), Speaker(), StateMachine(), echo_tail_s=0.0)
+    for f in frames:
+        mic.handle(LearningFrame(f))
+    assert mic.turns_started == 0 and mic.echo_dropped == len(frames)
+    mic = GatedMic(NoFrames(), make_gate(Settings()), Speaker(), StateMachine(), echo_tail_s=0.0)
+    for f in frames[:20]:
+        mic.handle(LearningFrame(f))
+    mic.handle(TalkFrame(frames[20]))  # the user, heard over the speaker: a turn opens
+    for f in frames[21:]:
+        mic.handle(LearningFrame(f))
+    # The words went to the turn; only the silence after it ended was dropped.
+    assert mic.turns_started == 1 and mic.turns_ended == 1 and mic.frames_sent >= len(said) // 480
+    assert 20 < mic.echo_dropped < len(frames) - len(said) // 480
