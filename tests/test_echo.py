@@ -262,12 +262,11 @@ def test_the_voice_loop_cancels_echo_when_asked_and_falls_back_to_half_duplex(
 
 def test_attach_sets_both_ends() -> None:
     class Ends:
-        period_ms = 20
         process = None
         on_played = None
         on_cut = None
 
     ends = Ends()
-    cancel = attach(ends, ends)
+    cancel = attach(ends, ends, 20)
     assert cancel is not None and ends.process == cancel.process and ends.on_cut == cancel.far.cut
     assert cancel.linear.block == 320  # the linear filter works in the capture's periods

@@ -120,7 +120,7 @@ class VoiceLoop:
             a.playback_device, rate=a.playback_rate, period_ms=a.period_ms, reopen_max_s=a.reopen_max_s
         )
         self.gate = make_gate(settings)
-        self.echo = attach(self.capture, self.playback) if a.echo_cancellation else None
+        self.echo = attach(self.capture, self.playback, a.period_ms) if a.echo_cancellation else None
         """The echo canceller between capture and the gate (None: the half-duplex guard, if on)."""
         self._stop_when_input_ends = stop_when_input_ends
         self._on_transcript = on_transcript

@@ -102,7 +102,6 @@ class EchoCancel:
 
 
 class _Capture(Protocol):
-    period_ms: int
     process: Callable[[bytes, float], bytes] | None
 
 
@@ -111,7 +110,7 @@ class _Playback(Protocol):
     on_cut: Callable[[float], None] | None
 
 
-def attach(capture: _Capture, playback: _Playback) -> EchoCancel | None:
+def attach(capture: _Capture, playback: _Playback, period_ms: int) -> EchoCancel | None:
     """Put echo cancellation between `capture` and the gate, fed by what `playback` plays. None (and a
     warning: the half-duplex guard takes over) when `pywebrtc-audio` is not installed."""
     import importlib.util
@@ -120,7 +119,7 @@ def attach(capture: _Capture, playback: _Playback) -> EchoCancel | None:
         log.warning("echo cancellation is on but pywebrtc-audio is not installed: using the half-duplex guard")
         return None
     far = FarEnd()
-    cancel = EchoCancel(far, period_ms=capture.period_ms)
+    cancel = EchoCancel(far, period_ms=period_ms)
     capture.process = cancel.process
     playback.on_played = far.played
     playback.on_cut = far.cut
