@@ -78,9 +78,22 @@ def best_cpu(fn: Callable[[], object], repeat: int) -> float:
     return best
 
 
+CHILD_PRELUDE = r"""
+import json, sys, time
+def hwm_kb():
+    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:"))
+"""
+"""What every child starts with: `json`, `sys`, `time`, and `hwm_kb()`, the process's peak RSS (VmHWM) in kB."""
+
+
 def child_json(code: str, *args: str, timeout: float | None = None) -> dict[str, float]:
-    """Run `code` in a fresh interpreter with `args`; the JSON object its last line of output prints."""
+    """Run CHILD_PRELUDE and `code` in a fresh interpreter with `args`; the JSON object its last line of output
+    prints."""
     out = subprocess.run(
-        [sys.executable, "-c", code, *args], check=True, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-c", CHILD_PRELUDE + code, *args],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     ).stdout
     return dict(json.loads(out.strip().splitlines()[-1]))

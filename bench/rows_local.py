@@ -36,9 +36,6 @@ COMMANDS = (
 )
 
 _CHILD = r"""
-import json, sys, time
-def hwm_kb():
-    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:"))
 import numpy, pocketsphinx
 from edgevoice.models import stt
 base = hwm_kb()

@@ -24,10 +24,7 @@ CHUNK = 512
 # Runs in a fresh interpreter: argv = kind (numpy|onnx), raw float32 audio path. Peak RSS is VmHWM, not
 # ru_maxrss: Linux carries ru_maxrss across fork+exec, so a child of this big process starts at our peak.
 _CHILD = r"""
-import json, sys, time
 import numpy as np
-def hwm_kb():
-    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:"))
 import edgevoice.gate
 from edgevoice.gate.silero_numpy import default_model_path
 from edgevoice.pcm import RATE

@@ -57,9 +57,6 @@ CONFUSABLE = (
 
 # A fresh interpreter: argv = kind (wake|strands), raw 16 kHz S16_LE path. VmHWM, as in rows_silero.py.
 _CHILD = r"""
-import json, sys, time
-def hwm_kb():
-    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:"))
 import numpy
 import edgevoice.gate
 kind, audio = sys.argv[1], open(sys.argv[2], "rb").read()

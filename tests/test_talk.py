@@ -14,11 +14,12 @@ from edgevoice.config import Settings, parse
 from edgevoice.daemon.mic import GatedMic
 from edgevoice.daemon.state import Event, StateMachine
 from edgevoice.frontend import EchoCancel, FarEnd
-from edgevoice.frontend.talk import TalkFrame
+from edgevoice.frontend.talk import LearningFrame, TalkFrame
 from edgevoice.gate import GateState, TurnStarted, make_gate
 from edgevoice.pcm import RATE, to_bytes
 from tests import audiogen as ag
 from tests.echoroom import T0, Room, gate_opens, opens_in, place
+from tests.test_barge_in import NoFrames
 
 ANSWER = (
     "en-gb-x-gbclan",
@@ -137,21 +138,20 @@ class _NeverWakes:
         return False
 
 
+class Playing:
+    """A speaker in the middle of an answer; a flush (the barge-in) stops it."""
+
+    is_playing = True
+    flushed = 0
+
+    def flush(self) -> int:
+        self.flushed += 1
+        self.is_playing = False
+        return 0
+
+
 def test_a_talk_frame_while_the_speaker_plays_is_a_barge_in_at_once() -> None:
-    class Speaker:
-        is_playing = True
-        flushed = 0
-
-        def flush(self) -> int:
-            self.flushed += 1
-            self.is_playing = False
-            return 0
-
-    class NoFrames:
-        async def read(self) -> bytes:
-            return b""
-
-    speaker = Speaker()
+    speaker = Playing()
     state = StateMachine()
     state.fire(Event.PLAYBACK_STARTED)
     mic = GatedMic(NoFrames(), make_gate(Settings()), speaker, state)
@@ -165,27 +165,15 @@ def test_a_talk_frame_while_the_speaker_plays_is_a_barge_in_at_once() -> None:
 def test_frames_from_before_the_canceller_learned_the_room_open_no_turn() -> None:
     """`LearningFrame`s (the first second or two of the first answer, AEC3 still leaking echo) are dropped
     unheard outside a turn, as the half-duplex tail is; a turn already open (the user's) takes them."""
-    from edgevoice.frontend.talk import LearningFrame
-
-    class Speaker:
-        is_playing = True
-
-        def flush(self) -> int:
-            return 0
-
-    class NoFrames:
-        async def read(self) -> bytes:
-            return b""
-
     said = ag.speak("Turn it down.", "en-us+m4")
     scene = place(len(said) + 2 * RATE, [(0.6, said / np.max(np.abs(said)) * 0.3)])
     data = to_bytes(scene + ag.pink_noise(len(scene), seed=4) * 1e-3)
     frames = [data[i : i + 960] for i in range(0, len(data) - 959, 960)]
-    mic = GatedMic(NoFrames(), make_gate(Settings()), Speaker(), StateMachine(), echo_tail_s=0.0)
+    mic = GatedMic(NoFrames(), make_gate(Settings()), Playing(), StateMachine(), echo_tail_s=0.0)
     for f in frames:
         mic.handle(LearningFrame(f))
     assert mic.turns_started == 0 and mic.echo_dropped == len(frames)
-    mic = GatedMic(NoFrames(), make_gate(Settings()), Speaker(), StateMachine(), echo_tail_s=0.0)
+    mic = GatedMic(NoFrames(), make_gate(Settings()), Playing(), StateMachine(), echo_tail_s=0.0)
     for f in frames[:20]:
         mic.handle(LearningFrame(f))
     mic.handle(TalkFrame(frames[20]))  # the user, heard over the speaker: a turn opens

@@ -10,8 +10,8 @@ stops them and they are never stored or sent to a model.
 The listening cue plays when the user summons the device (the push-to-talk button, the wake word: a turn
 opened with `TurnStarted.summoned`), not on a turn `vad` opened, where the user is already talking and a chime
 would only talk over them. It sounds inside the open turn, so it must not reach the model through the air:
-without echo cancellation the mic sends digital silence in its place while it plays and for the echo tail
-after (`GatedMic.mute_cue`), and its playback is no answer starting (`SpeakerOutput.play_cue`).
+without echo cancellation the mic sends digital silence in its place while it plays and for its short
+ring-out after (`GatedMic.mute_cue`), and its playback is no answer starting (`SpeakerOutput.play_cue`).
 """
 
 from __future__ import annotations

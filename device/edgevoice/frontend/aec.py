@@ -9,6 +9,10 @@ should not pay. The filter keeps what it learned across those pauses (the room h
 
 AEC3 alone, without its noise suppressor: the gate's cascade was tuned on unsuppressed audio, and WebRTC's
 NS moves the noise floor Silero and the level stage judge by.
+
+Beside it runs a linear canceller (`linear.py`), which has no suppressor: where its residual shows the user
+talking over the speaker (`talk.py`), the frame is marked for the fast barge-in and the residual, the user at
+their own level, goes out instead of AEC3's output, which cuts into double talk.
 """
 
 from __future__ import annotations
@@ -78,7 +82,8 @@ class EchoCancel:
             return frame
         near = samples(frame)
         far = self.far.take(len(near), end_at)
-        if self.far.silent_for(end_at) > self.idle_s:
+        quiet_s = self.far.silent_for(end_at)
+        if quiet_s > self.idle_s:
             self.passed += 1
             return frame
         if self._aec is None:
@@ -96,7 +101,7 @@ class EchoCancel:
         pcm = to_bytes(residual) if self.talk.talking else bytes(np.asarray(out, dtype="<i2").tobytes())
         if talk:
             return TalkFrame(pcm)
-        if self.talk.learning and self.far.silent_for(end_at) < RING_S:
+        if self.talk.learning and quiet_s < RING_S:
             return LearningFrame(pcm)
         return pcm
 

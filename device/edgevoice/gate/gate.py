@@ -156,14 +156,7 @@ class Gate:
         three frames and Silero's say): a barge-in must stop the answer within 100 ms of the user's first
         word. The canceller's test is its own (the user's level over what it predicts of the echo), so it
         is not repeated here; the turn then goes on, and ends, as any other."""
-        if len(frame) != self._frame_bytes:
-            raise ValueError(f"a frame must be {self._frame_bytes} bytes (got {len(frame)})")
-        start = self._pos
-        self._pos = end = start + self._fs
-        self._ring.append(frame)
-        # Fed every frame, turns included: its streaming state follows the whole stream (a reset reloads the
-        # model), and a press or a turn may end at any frame.
-        heard = self._detector is not None and self._detector(frame)
+        start, end, heard = self._take(frame)
         if self._ptt or self._state is GateState.HELD:
             return self._ptt_frame(frame, start, end)
         state = self._state
@@ -231,15 +224,23 @@ class Gate:
         """Hear a frame that may open no turn (the echo canceller has not learned the room: echo may be left
         in it) outside a turn: the stream position, the ring and the room's level follow it, nothing is
         decided. A turn the user opens right after then has its pre-roll, and a background to stand out of."""
+        _, end, _ = self._take(frame)  # a wake word heard in it is echo: it wakes nothing
+        if self._fg is not None and self._vad.is_speech(frame, RATE):
+            self._fg.listen(self._ring, end)
+        self._window = (self._window << 1) & self._mask
+
+    def _take(self, frame: bytes) -> tuple[int, int, bool]:
+        """The stream's next frame into the position and the ring: (its start, its end, whether the wake-word
+        detector recognised the word in it)."""
         if len(frame) != self._frame_bytes:
             raise ValueError(f"a frame must be {self._frame_bytes} bytes (got {len(frame)})")
-        self._pos += self._fs
+        start = self._pos
+        self._pos = end = start + self._fs
         self._ring.append(frame)
-        if self._detector is not None:
-            self._detector(frame)  # its streaming state follows the whole stream; echo wakes nothing
-        if self._fg is not None and self._vad.is_speech(frame, RATE):
-            self._fg.listen(self._ring, self._pos)
-        self._window = (self._window << 1) & self._mask
+        # Fed every frame, turns included: its streaming state follows the whole stream (a reset reloads the
+        # model), and a press or a turn may end at any frame.
+        heard = self._detector is not None and self._detector(frame)
+        return start, end, heard
 
     def press(self) -> list[GateEvent]:
         """Push-to-talk button down: the turn opens now; frames go through until `release()`. In vad mode a
