@@ -82,6 +82,7 @@ class Room:
             import soxr
 
             mic = soxr.resample(mic, RATE, RATE * rate)[: len(far)]
+            mic = np.pad(mic, (0, len(far) - len(mic)))  # a slow mic took fewer samples
         self.talk = []
         self.learning = []
         cancel = cancel or EchoCancel(FarEnd(), period_ms=self.period_ms)

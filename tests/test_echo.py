@@ -19,7 +19,7 @@ from edgevoice.frontend import EchoCancel, FarEnd
 from edgevoice.frontend.aec import attach
 from edgevoice.gate import make_gate
 from edgevoice.gate.scan import scan
-from edgevoice.pcm import RATE, to_bytes
+from edgevoice.pcm import RATE, samples, to_bytes
 from tests import audiogen as ag
 from tests.alsa import AsoundRc, alsa_home
 from tests.echoroom import T0, Room, erle_db, place
@@ -73,6 +73,44 @@ def test_the_reader_follows_a_drifting_clock() -> None:
     for k in range(300):  # 9 s of mic frames that each take 29.4 ms of the speaker's clock
         far.take(480, T0 + (k + 1) * 0.030 / 1.02)
     assert far.reanchors >= 3
+
+
+def test_the_reader_steps_by_its_ratio_reading_between_samples() -> None:
+    """A follower at a ratio of 1 - 100 ppm (the mic's clock fast): frame after frame it falls behind one at 1
+    (which reads as played) by 100 ppm, and what it reads is the played sine at those fractional places, not
+    the nearest sample."""
+    far = FarEnd()
+    hz = 1000.0
+    far_x = 0.5 * np.sin(2 * np.pi * hz * np.arange(3 * RATE) / RATE)
+    far.played(to_bytes(far_x), RATE, T0)
+    far.follower()  # one at 1: as played
+    follower = far.follower()
+    follower.ratio = 1 - 100e-6
+    both = [far.take_followed(480, T0 + (k + 1) * 0.030) for k in range(60)]
+    assert np.array_equal(np.concatenate([a for a, _ in both]), samples(to_bytes(far_x))[: 60 * 480])
+    got = np.concatenate([b for _, b in both]) / 32768.0
+    at = np.arange(len(got)) * follower.ratio  # where each sample was read: the first stamp anchors it at T0
+    want = 0.5 * np.sin(2 * np.pi * hz * at / RATE)
+    # Measured 0.0047 (a frame is read at its middle's fraction); reading the nearest sample errs by up to 0.1.
+    assert np.max(np.abs(got - want)) < 0.01
+
+
+def test_a_reader_that_skips_frames_keeps_its_place() -> None:
+    """Frames the canceller needs no reference for (`skip`) still move the reader, stamps or no: after a pause it
+    reads on where it would have, where a fresh anchor would move the reference by the stamps' jitter."""
+    x = np.arange(2 * RATE, dtype="<i2")
+    rng = np.random.default_rng(7)
+    stamps = [T0 + (k + 1) * 0.030 + rng.uniform(0, 0.015) for k in range(60)]
+    steady, skipping = FarEnd(), FarEnd()
+    for far in (steady, skipping):
+        far.played(x.tobytes(), RATE, T0)
+    for k, at in enumerate(stamps):
+        a = steady.take(480, at)
+        if 10 <= k < 50:
+            skipping.skip(480, at)  # 1.2 s with nothing to cancel
+        else:
+            assert np.array_equal(a, skipping.take(480, at))
+    assert skipping.anchors == 1
 
 
 def test_a_barge_in_cuts_what_never_sounded() -> None:
@@ -147,6 +185,33 @@ def test_the_gate_hears_the_user_over_the_answer_and_never_the_answer(voice: str
     onset, offset = (at + i / RATE for i in ag.active_span(user))
     # Heard while still speaking (how soon is a bench row: AEC3 suppresses the start of double talk).
     assert opens and onset <= opens[0] < offset, (onset, offset, opens)
+
+
+@pytest.mark.parametrize(("ppm", "period_ms"), [(80, 10), (-60, 30), (0, 20)])
+def test_the_clocks_drift_is_measured_from_the_filter_and_followed(ppm: float, period_ms: int) -> None:
+    answer = far_speech("en-gb-scotland+f2")
+    far = place(len(answer) + RATE, [(0.5, answer)])
+    room = Room(period_ms=period_ms, drift_ppm=ppm, seed=22)
+    _, _, cancel = room.run(far, ag.pink_noise(len(far), seed=22) * 3e-4)
+    if ppm:
+        assert (cancel.drift.ratio - 1 / (1 + ppm * 1e-6)) * 1e6 == pytest.approx(0, abs=8)  # measured within 4
+        assert cancel.drift.locked
+    else:
+        assert cancel.drift.ratio == 1.0  # still clocks: the far end is read on whole samples, untouched
+
+
+def test_a_second_answer_after_a_pause_is_cancelled_from_its_first_words() -> None:
+    """The canceller passes frames untouched while the speaker is idle, but keeps the far end's reader in step:
+    an answer that follows 3 s later is cancelled from its start with what the room taught the first one.
+    (Before, the reader anchored afresh and read up to the whole pause behind: 0 dB for over a second.)"""
+    first, second = far_speech("en-us+m3")[: 2 * RATE], far_speech("en-gb-scotland+f2")
+    at = 0.5 + 2.0 + 3.0
+    far = place(round((at + len(second) / RATE + 0.5) * RATE), [(0.5, first), (at, second)])
+    room = Room(seed=21)
+    mic, out, cancel = room.run(far, ag.pink_noise(len(far), seed=21) * 3e-4)
+    assert cancel.passed > 0 and cancel.far.anchors == 1
+    start = slice(round(at * RATE), round((at + 0.5) * RATE))
+    assert erle_db(mic, out, np.r_[start]) >= 30  # measured 46
 
 
 def test_an_idle_speaker_costs_nothing_and_changes_nothing() -> None:

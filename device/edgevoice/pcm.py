@@ -195,3 +195,21 @@ def resample(data: bytes, in_rate: int, out_rate: int, *, quality: str = "HQ") -
     """One-shot resampling of a whole S16_LE mono signal (the stream resampler, flushed)."""
     r = StreamResampler(in_rate, out_rate, quality=quality)
     return r.process(data) + r.flush()
+
+
+SHIFT_TAPS: Final = 16
+"""Taps of `shift`'s windowed-sinc kernel: `shift` reads SHIFT_TAPS // 2 - 1 samples before and SHIFT_TAPS // 2
+after the span it returns."""
+
+
+def shift(x: FloatArray, frac: float) -> FloatArray:
+    """`x` read SHIFT_TAPS // 2 - 1 samples in and `frac` (in [0, 1)) of a sample later: out[i] = x(i + 7 + frac),
+    len(x) - SHIFT_TAPS + 1 samples. For following a slow clock drift a frame at a time (the echo canceller's
+    far end): soxr resamples at a fixed ratio, and a drift estimate moves. A Blackman-windowed sinc: flat to
+    within 0.1 dB below 5 kHz at 16 kHz for every `frac`, whose magnitude response a linear echo filter would
+    otherwise have to follow as the fraction turns."""
+    half = SHIFT_TAPS // 2
+    m = np.arange(-half + 1, half + 1) - frac  # kernel taps at x offsets -7..8 around the read point
+    kernel = np.sinc(m) * (0.42 + 0.5 * np.cos(np.pi * m / half) + 0.08 * np.cos(2 * np.pi * m / half))
+    kernel /= kernel.sum()
+    return np.convolve(x, kernel[::-1], mode="valid")

@@ -24,6 +24,7 @@ from typing import Protocol
 import numpy as np
 
 from ..pcm import RATE, Int16Array, frame_samples, samples, to_bytes
+from .drift import ClockDrift
 from .farend import FarEnd
 from .linear import LinearEcho
 from .talk import LearningFrame, TalkFrame, TalkOver
@@ -63,6 +64,11 @@ class EchoCancel:
         self.far = far
         self.linear = LinearEcho(frame_samples(period_ms))
         self.talk = TalkOver(self.linear, period_ms)
+        self.drift = ClockDrift(self.linear)
+        # AEC3 follows a drift its own way, and each correction changes how fast the echo path it tracks moves:
+        # it reads as played until the drift measure has settled, then at the settled rate (`ClockDrift.locked`)
+        # from where it is. The linear filter, which cannot follow a drift, reads at each new measure's.
+        self._for_aec, self._for_linear = far.follower(), far.follower()
         self.idle_s = idle_s
         self._make = make
         self._aec: Canceller | None = None
@@ -78,10 +84,11 @@ class EchoCancel:
 
     def process(self, frame: bytes, end_at: float) -> bytes:
         if self.far.empty and self.far.silent_for(end_at) > self.idle_s:
-            self.passed += 1  # nothing played for a while, nothing queued: not even the far end is read
+            self.passed += 1  # nothing played for a while, nothing queued: the far end is not even read
+            self.far.skip(len(frame) // 2, end_at)
             return frame
         near = samples(frame)
-        far = self.far.take(len(near), end_at)
+        far, aligned = self.far.take_followed(len(near), end_at)
         quiet_s = self.far.silent_for(end_at)
         if quiet_s > self.idle_s:
             self.passed += 1
@@ -90,8 +97,12 @@ class EchoCancel:
             self._aec = self._make()
         out = self._aec.process(near, far)
         self.processed += 1
-        residual, _ = self.linear.process(near, far)
-        talk = self.talk(near, residual, far)
+        residual, _ = self.linear.process(near, aligned)
+        self.drift(len(near), bool(aligned.any()), self.far.anchors)
+        self._for_linear.ratio = self.drift.ratio
+        if self.drift.locked:
+            self._for_aec.ratio = self.drift.ratio
+        talk = self.talk()
         if not near.any():
             # Digital silence (a muted mic, a file PCM) holds no echo: it stays silence, where AEC3 would
             # add its comfort noise (what marks the end of a turn would no longer be silence).

@@ -15,6 +15,9 @@ placed right after it whatever its stamp says, and the reader advances by exactl
 stamps only anchor a new stretch (playback resumed, capture started) and correct slow drift between two
 clocks (a USB microphone and the Pi's own audio out): the reader's stamps are never early, so the
 smallest offset seen over `ANCHOR_S` is the true one, and the reader moves when that exceeds `DRIFT_S`.
+Stamps are far too coarse to follow a drift of tens of ppm, which the linear filter cannot follow either (a
+sample every 0.8 s at 80 ppm): the canceller measures it from its filter (`drift.py`), and its readers
+(`follower`) step `ratio` far-end samples per captured sample, read between samples (`pcm.shift`).
 
 A barge-in (`cut`) drops what was queued but never played. Thread-safe: one writer thread, one reader
 thread. Plain code with injectable time: the tests and the bench drive it sample by sample.
@@ -24,10 +27,11 @@ from __future__ import annotations
 
 import collections
 import threading
+from dataclasses import dataclass
 
 import numpy as np
 
-from ..pcm import RATE, Int16Array, StreamResampler, samples
+from ..pcm import RATE, SHIFT_TAPS, Int16Array, StreamResampler, quantize, samples, shift
 
 CONTINUE_S = 0.040
 """A chunk stamped within this of where the previous one ended continues it (placed right after it)."""
@@ -37,6 +41,16 @@ ANCHOR_S = 1.0
 """The window over which the reader's smallest offset is taken as the true one."""
 KEEP_S = 2.0
 """Reference older than this behind the reader is dropped."""
+
+
+@dataclass
+class Follower:
+    """A reader of the far end at its own rate, for a canceller that follows the clocks' drift."""
+
+    ratio: float = 1.0
+    """Far-end samples per captured sample: 1 - the mic's clock drift against the speaker's."""
+    slip: float = 0.0
+    """Samples it is from the reader that reads as played (whose place the stamps set)."""
 
 
 def position(t: float) -> int:
@@ -55,10 +69,14 @@ class FarEnd:
         self._resampler: StreamResampler | None = None
         # Reader side (capture thread only).
         self._pos: int | None = None  # the next sample the reader takes
+        self._followers: list[Follower] = []
         self._next_at: int | None = None  # the position its next frame's stamp should give, if in step
         self._min_off: int | None = None
         self._window_start = 0
         self.reanchors = 0
+        self.anchors = 0
+        """Times the reader's place was set afresh from a stamp (the first frame, capture resumed): both
+        references jumped there. (A move for drift past DRIFT_S moves only the one as played.)"""
         self.last_played = -1  # position of the last non-silent reference sample handed to the reader
 
     # -- the playback side ---------------------------------------------------------------------------------
@@ -97,8 +115,47 @@ class FarEnd:
                 self._chunks[-1] = (start, x[: p - start])
 
     # -- the capture side ----------------------------------------------------------------------------------
+    def follower(self) -> Follower:
+        """A new reader that follows a drift (`take_followed`), from where the reader is."""
+        f = Follower()
+        self._followers.append(f)
+        return f
+
     def take(self, n: int, end_at: float) -> Int16Array:
-        """The reference for a captured frame of `n` samples that ended at `end_at` (zeros where nothing played)."""
+        """The reference for a captured frame of `n` samples that ended at `end_at` (zeros where nothing played),
+        as played: on whole samples."""
+        start = self._advance(n, end_at)
+        out = self._read(start, n)
+        if np.any(out):
+            self.last_played = start + n
+        return out
+
+    def take_followed(self, n: int, end_at: float) -> list[Int16Array]:
+        """`take`, once for each follower in the order they were made, each read at its own rate."""
+        start = self._advance(n, end_at)
+        refs: list[Int16Array] = []
+        read: dict[float, Int16Array] = {}
+        for f in self._followers:
+            # Sample i of the frame sits at start + slip + i * ratio (slip already moved on by the frame). Over
+            # one frame that differs from a constant fraction by under a twentieth of a sample at 100 ppm: the
+            # frame is read at its middle's.
+            at = start + f.slip - n / 2 * (f.ratio - 1.0)
+            if at not in read:
+                read[at] = self._read_at(at, n)
+            refs.append(read[at])
+        if any(np.any(r) for r in read.values()):
+            self.last_played = start + n
+        return refs
+
+    def skip(self, n: int, end_at: float) -> None:
+        """A captured frame the reader needs no reference for (nothing to cancel): the reader keeps in step
+        all the same. Re-anchored from a stamp after a pause instead, the reference would move by the stamps'
+        jitter (milliseconds, which a learned filter does not forgive), and by up to the whole pause where the
+        pause was shorter than a restart (KEEP_S) looks."""
+        self._advance(n, end_at)
+
+    def _advance(self, n: int, end_at: float) -> int:
+        """Step the reader (and its followers) over a frame: where its reference starts."""
         target = position(end_at) - n
         if self._pos is None or self._next_at is None or abs(target - self._next_at) > position(KEEP_S):
             self._anchor(target)  # the first frame, or capture paused: start again from the stamp
@@ -107,18 +164,30 @@ class FarEnd:
         start = self._pos
         self._pos += n
         self._next_at = target + n
+        for f in self._followers:
+            f.slip += n * (f.ratio - 1.0)
+        return start
+
+    def _read_at(self, at: float, n: int) -> Int16Array:
+        first = int(np.floor(at))
+        frac = at - first
+        if frac < 1e-6:
+            return self._read(first, n)
+        half = SHIFT_TAPS // 2
+        around = self._read(first - half + 1, n + SHIFT_TAPS - 1)
+        return quantize(shift(around.astype(np.float64), frac))
+
+    def _read(self, start: int, n: int) -> Int16Array:
         out = np.zeros(n, dtype=np.int16)
         with self._lock:
             while self._chunks and self._chunks[0][0] + len(self._chunks[0][1]) <= start - position(KEEP_S):
                 self._chunks.popleft()
-            for p, x in self._chunks:
-                if p >= start + n:
+            for p, x in reversed(self._chunks):  # from the newest: what is read lies a few periods back
+                if p + len(x) <= start:
                     break
                 lo, hi = max(p, start), min(p + len(x), start + n)
                 if lo < hi:
                     out[lo - start : hi - start] = x[lo - p : hi - p]
-        if np.any(out):
-            self.last_played = start + n
         return out
 
     @property
@@ -135,7 +204,10 @@ class FarEnd:
 
     def _anchor(self, target: int) -> None:
         self._pos = target
+        for f in self._followers:
+            f.slip = 0.0
         self._min_off, self._window_start = None, target
+        self.anchors += 1
 
     def _track_drift(self, target: int) -> None:
         assert self._pos is not None
@@ -145,5 +217,7 @@ class FarEnd:
             return
         if abs(self._min_off) > position(DRIFT_S):
             self._pos += self._min_off
+            for f in self._followers:
+                f.slip -= self._min_off  # they were already there
             self.reanchors += 1
         self._min_off, self._window_start = None, target

@@ -18,12 +18,11 @@ they have been quiet for HOLD_S: their words reach the gate and the model whole.
 
 from __future__ import annotations
 
+import math
+import statistics
 from collections import deque
 
-import numpy as np
-
-from ..pcm import Int16Array
-from .linear import Floats, LinearEcho
+from .linear import LinearEcho
 
 LOUD_DB = 15.0
 """The residual must be this far over the room's noise floor: a quiet room's noise is never a user."""
@@ -103,8 +102,8 @@ class LearningFrame(bytes):
 
 
 class TalkOver:
-    """`__call__(mic, residual, far)` once per frame the canceller processes: True where the user talks over
-    the speaker. `talking` holds from the first such frame until HOLD_S after the last."""
+    """`__call__()` once per frame the canceller processes, after the linear filter took it: True where the
+    user talks over the speaker. `talking` holds from the first such frame until HOLD_S after the last."""
 
     def __init__(self, linear: LinearEcho, period_ms: int) -> None:
         self.linear = linear
@@ -144,14 +143,12 @@ class TalkOver:
             return True  # it cancels: what it leaves over the echo is the user
         return self._no_echo and not lin.delay_found  # nothing to cancel: what the mic hears is the user
 
-    def __call__(self, mic: Int16Array, residual: Floats, far: Int16Array) -> bool:
-        d = mic.astype(np.float64)
-        pd = float(d @ d) / (len(d) * 32768.0**2)
-        pe = float(residual @ residual) / len(residual)
+    def __call__(self) -> bool:
+        """After the linear filter took a frame: is it the user talking over the speaker?"""
+        pd, px, pe = self.linear.powers
         noise, mic_noise = self._noise(pe), self._mic_noise(pd)
         self._recent.append(pd)
-        x = far.astype(np.float64)
-        if float(x @ x) > (FAR_FLOOR * 32768.0) ** 2 * len(x):
+        if px > FAR_FLOOR**2:
             self._far_s += self._period_s
             self._far_quiet += pd <= mic_noise * 10 ** (QUIET_DB / 10) + SILENCE
             if not self._no_echo and self._far_s >= NO_ECHO_S:
@@ -163,8 +160,8 @@ class TalkOver:
                 if len(self._window) == self._window.maxlen:
                     shown = sum(d for d, _ in self._window) / max(sum(e for _, e in self._window), 1e-20)
                     if self._far_s >= TRUST_AFTER_S:  # what a filter still learning showed says nothing
-                        self._shown.append(10 * float(np.log10(shown)))
-                    self.erle_db = float(np.median(self._shown)) if self._shown else 0.0
+                        self._shown.append(10 * math.log10(max(shown, 1e-20)))
+                        self.erle_db = statistics.median(self._shown)  # plain Python: numpy's costs 10x
         if self._far_s > 0:
             self._echo_level += (pd - self._echo_level) * self._smooth
         talk = (
