@@ -19,9 +19,10 @@ import numpy as np
 from bench.common import Row, best_cpu
 from edgevoice.config import Settings
 from edgevoice.frontend import EchoCancel, FarEnd
+from edgevoice.frontend.aec import webrtc_canceller
 from edgevoice.gate import make_gate
 from edgevoice.gate.scan import scan
-from edgevoice.pcm import RATE, frame_samples, to_bytes
+from edgevoice.pcm import RATE, frame_samples, samples, to_bytes
 from tests import audiogen as ag
 from tests.echoroom import T0, Room, erle_db, gate_opens, opens_in, place
 
@@ -70,18 +71,57 @@ def _cpu_ms_per_s(far: np.ndarray, mic: np.ndarray, playing: bool) -> float:
     return best_cpu(run, 3) / (len(frames) * n / RATE) * 1000
 
 
+def _aec3_cpu_ms_per_s(far: np.ndarray, mic: np.ndarray) -> float:
+    """CPU of AEC3 alone on the same frames, best of three: what echo cancellation costs at the least (the issue
+    asks for AEC3), on this machine, now."""
+    n = frame_samples(30)
+    near, ref = (samples(to_bytes(x))[: len(mic) // n * n].reshape(-1, n) for x in (mic, far))
+    aecs = [webrtc_canceller() for _ in range(3)]
+
+    def run() -> None:
+        aec = aecs.pop()
+        for a, b in zip(near, ref, strict=True):
+            aec.process(a, b)
+
+    return best_cpu(run, 3) / (len(near) * n / RATE) * 1000
+
+
 def _gate_cpu_ms_per_s(mic: np.ndarray) -> float:
     data = to_bytes(mic)
     gates = [make_gate(Settings()) for _ in range(3)]  # built (the judge loaded) outside what is timed
     return best_cpu(lambda: scan(gates.pop(), data), 3) / (len(mic) / RATE) * 1000
 
 
+PAUSE_S = 3.0
+"""Between the earlier answer and the one the user talks over: their question."""
+
+
+def _barge_in(room: Room, r: int, u: int, warm: bool) -> tuple[float, float] | None:
+    """User `u` talks over room `r`'s answer at 0 dB speech-to-echo, at a different point each time: (decision,
+    turn start) after their onset in ms, or None where no turn opened while they spoke. `warm`: the canceller
+    heard an earlier answer in this room first, as the daemon's has for every answer but the first since it
+    started (it keeps one canceller, and the far end's reader in step, for as long as it runs)."""
+    answer = np.concatenate([_answer(r), np.zeros(RATE // 4), _answer(r + 1)])
+    at0 = 0.5 + (len(_answer(r + 2)) / RATE + PAUSE_S if warm else 0.0)
+    length = round(at0 * RATE) + len(answer) + 2 * RATE
+    far = place(length, [(0.5, _answer(r + 2)), (at0, answer)] if warm else [(at0, answer)])
+    voice, text = USERS[u]
+    user = ag.speak(text, voice)
+    user = user / ag.speech_level(user) * ag.speech_level(room.echo(place(len(answer), [(0.0, answer)])))
+    at = at0 + 2.0 + (u * 1.7) % max(1.0, len(answer) / RATE - 4.0)
+    near = place(length, [(at, user)]) + ag.pink_noise(length, seed=r) * 3e-4
+    heard_in = Room(**{**_fields(room), "seed": room.seed + 100 * (u + 1)})
+    _, out, _ = heard_in.run(far, near)
+    onset, offset = (at + i / RATE for i in ag.active_span(user))
+    opens = [(t, s) for t, s in gate_opens(out, heard_in.talk, room.period_ms) if onset <= t < offset]
+    return ((opens[0][0] - onset) * 1000, (opens[0][1] - onset) * 1000) if opens else None
+
+
 def rows(quick: bool = False) -> Iterator[Row]:
     rooms = ROOMS[:2] if quick else ROOMS
-    users = USERS[:3] if quick else USERS
+    users = range(3 if quick else len(USERS))
     erles, erles_raw, self_turns, self_turns_raw = [], [], 0, 0
-    heard, late_ms, start_ms = 0, [], []
-    played_s = 0.0
+    armed_s = []
     for r, room in enumerate(rooms):
         answer = np.concatenate([_answer(r), np.zeros(RATE // 4), _answer(r + 1)])
         length = len(answer) + 2 * RATE
@@ -95,33 +135,21 @@ def rows(quick: bool = False) -> Iterator[Row]:
         erles_raw.append(0.0)
         self_turns += len(gate_opens(out, room.talk, room.period_ms))
         self_turns_raw += len(gate_opens(mic, [], room.period_ms))
-        played_s += len(answer) / RATE
-        # The user talks over it, at 0 dB speech-to-echo, at a different point each time.
-        echo_level = ag.speech_level(room.echo(far))
-        for u, (voice, text) in enumerate(users):
-            user = ag.speak(text, voice)
-            user = user / ag.speech_level(user) * echo_level
-            at = 2.5 + (u * 1.7) % max(1.0, len(answer) / RATE - 4.0)
-            near = place(length, [(at, user)]) + quiet
-            heard_in = Room(**{**_fields(room), "seed": room.seed + 100 * (u + 1)})
-            _, out, _ = heard_in.run(far, near)
-            onset, offset = (at + i / RATE for i in ag.active_span(user))
-            opens = [(t, s) for t, s in gate_opens(out, heard_in.talk, room.period_ms) if onset <= t < offset]
-            if opens:
-                heard += 1
-                late_ms.append((opens[0][0] - onset) * 1000)
-                start_ms.append((opens[0][1] - onset) * 1000)
-    trials = len(rooms) * len(users)
+        armed_s.append(_armed_s(room))
+    warm = [_barge_in(room, r, u, warm=True) for r, room in enumerate(rooms) for u in users]
+    cold = [_barge_in(room, r, u, warm=False) for r, room in enumerate(rooms) for u in users]
+    late_ms = [w[0] for w in warm if w is not None]
+    start_ms = [w[1] for w in warm if w is not None]
     yield Row("echo.erle_db (answer alone, median of rooms)", statistics.median(erles), "dB", goal="value >= 25")
     yield Row("echo.erle_db (worst room)", min(erles), "dB", goal="value >= 25")
     yield Row(
-        f"echo.self_turns ({played_s:.0f} s of answers)",
+        "echo.self_turns (answers alone, fixed rooms)",
         self_turns,
         "turns",
         anchor=self_turns_raw,
         goal="value == 0",
     )
-    yield Row("echo.barge_in.heard (0 dB speech-to-echo)", heard / trials, "share", goal="value == 1")
+    yield Row("echo.barge_in.heard (0 dB speech-to-echo)", len(late_ms) / len(warm), "share", goal="value == 1")
     yield Row(
         "echo.barge_in.decision_late_ms (median)",
         statistics.median(late_ms) if late_ms else float("inf"),
@@ -129,10 +157,15 @@ def rows(quick: bool = False) -> Iterator[Row]:
         goal="value <= 100",
     )
     yield Row("echo.barge_in.decision_late_ms (worst)", max(late_ms, default=float("inf")), "ms")
-    within = sum(ms <= 100 for ms in late_ms) / trials
+    within = sum(ms <= 100 for ms in late_ms) / len(warm)
     yield Row("echo.barge_in.within_100ms (share of utterances)", within, "share", goal="value == 1")
     # Where the turn begins (pre-roll included), as the gate's own onset rows measure it: what the model hears.
     yield Row("echo.barge_in.start_late_ms (worst)", max(start_ms, default=float("inf")), "ms")
+    # The first answer since the daemon started: the canceller learns the room (and the clocks' drift) from its
+    # first words. Until it has, the fast barge-in stays off and the cascade behind AEC3 decides (130-800 ms).
+    # No goal: a canceller's convergence; the rows say how long it takes here.
+    cold_within = sum(c is not None and c[0] <= 100 for c in cold) / len(cold)
+    yield Row("echo.first_answer.barge_in.within_100ms (share)", cold_within, "share")
     # The answer alone in rooms drawn at random (delay, level, stamp jitter, period): does the device ever
     # interrupt itself? The fixed rooms above are few; the canceller's thresholds were not set on these.
     rng = np.random.default_rng(2026)
@@ -151,17 +184,31 @@ def rows(quick: bool = False) -> Iterator[Row]:
         far = place(len(answer) + RATE, [(0.5, answer)])
         _, out, _ = room.run(far, ag.pink_noise(len(far), seed=k) * float(rng.uniform(1e-4, 1e-3)))
         false_opens += len(opens_in(room, out))
-    yield Row(f"echo.self_turns ({drawn} rooms drawn at random)", false_opens, "turns", goal="value == 0")
+        armed_s.append(_armed_s(room))
+    yield Row("echo.self_turns (rooms drawn at random)", false_opens, "turns", goal="value == 0")
+    # How far into the first answer the fast barge-in came on, in the fixed rooms and the drawn ones (a room
+    # whose echo barely clears the noise gives the trust test few loud frames to judge by).
+    yield Row("echo.first_answer.fast_barge_in_after_s (median room)", statistics.median(armed_s), "s")
+    yield Row("echo.first_answer.fast_barge_in_after_s (worst room)", max(armed_s), "s")
     # CPU: AEC3 while the speaker plays, and the pass-through while it is quiet; against the gate's own cost.
     answer = _answer(0)
     mic = ROOMS[0].echo(answer) + ag.pink_noise(len(answer)) * 3e-4
     gate_cpu = _gate_cpu_ms_per_s(mic)
-    yield Row(
-        "echo.cpu_ms_per_audio_s (speaker playing)", _cpu_ms_per_s(answer, mic, True), "ms", gate_cpu, "value <= 15"
-    )
+    playing = _cpu_ms_per_s(answer, mic, True)
+    yield Row("echo.cpu_ms_per_audio_s (speaker playing)", playing, "ms", gate_cpu, "value <= 15")
+    # The same against AEC3 alone, measured alongside: this shared machine's speed moves by half within minutes
+    # (AEC3 alone 8.7 to 13.8 ms/s), and what the barge-in test and the drift follower add is what is ours.
+    yield Row("echo.cpu_vs_aec3_alone (speaker playing)", playing, "ms", _aec3_cpu_ms_per_s(answer, mic), "ratio <= 2")
     yield Row(
         "echo.cpu_ms_per_audio_s (speaker quiet)", _cpu_ms_per_s(answer, mic, False), "ms", gate_cpu, "ratio <= 0.1"
     )
+
+
+def _armed_s(room: Room) -> float:
+    """Seconds into the answer (which starts at 0.5 s) until the talk-over test was trusted (inf: never)."""
+    if True not in room.trusted:
+        return float("inf")
+    return (room.trusted.index(True) + 1) * room.period_ms / 1000 - 0.5
 
 
 def _fields(room: Room) -> dict[str, object]:

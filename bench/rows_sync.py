@@ -137,7 +137,7 @@ def rows(quick: bool) -> Iterator[Row]:
         big = _store(root / "big", backlog)
         _, seconds = _ours(proxy.endpoint, big, "big")
         yield Row(
-            f"sync.drain_messages_per_s ({backlog:,}-message backlog, {RTT_S * 1000:.0f} ms RTT)",
+            f"sync.drain_messages_per_s (large backlog, {RTT_S * 1000:.0f} ms RTT)",  # --quick: 2,000; else 10,000
             backlog / seconds,
             "msg/s",
             stock_rate,
@@ -145,4 +145,4 @@ def rows(quick: bool) -> Iterator[Row]:
         )
         rss = _sync_once_rss(proxy.endpoint, big, "rss")
     daemon = statistics.median(run_daemon("local", 2.0)[1] for _ in range(1 if quick else 3))
-    yield Row(f"sync.peak_rss_mib (sync --once draining {backlog:,} messages)", rss, "MiB", daemon, "ratio < 1.0")
+    yield Row("sync.peak_rss_mib (sync --once draining a large backlog)", rss, "MiB", daemon, "ratio < 1.0")

@@ -60,6 +60,8 @@ class Room:
     """After `run`: for each frame, whether the canceller heard the user talk over the speaker in it."""
     learning: list[bool] = field(init=False, default_factory=list)
     """After `run`: for each frame, whether the canceller had not learned the room yet (it opens no turn)."""
+    trusted: list[bool] = field(init=False, default_factory=list)
+    """After `run`: for each frame, whether the canceller's talk-over test was on (the fast barge-in)."""
 
     def __post_init__(self) -> None:
         self.ir = room_response(self.delay_s, self.echo_gain, self.seed)
@@ -85,6 +87,7 @@ class Room:
             mic = np.pad(mic, (0, len(far) - len(mic)))  # a slow mic took fewer samples
         self.talk = []
         self.learning = []
+        self.trusted = []
         cancel = cancel or EchoCancel(FarEnd(), period_ms=self.period_ms)
         n = frame_samples(self.period_ms)
         chunks = _played_chunks(far, n)
@@ -101,6 +104,7 @@ class Room:
             pcm = cancel.process(frame, end_at)
             self.talk.append(isinstance(pcm, TalkFrame))
             self.learning.append(isinstance(pcm, LearningFrame))
+            self.trusted.append(cancel.talk.trusted)
             out[k * n : (k + 1) * n] = to_float(pcm, np.float64)
         return mic, out, cancel
 

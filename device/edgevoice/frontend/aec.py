@@ -12,7 +12,9 @@ NS moves the noise floor Silero and the level stage judge by.
 
 Beside it runs a linear canceller (`linear.py`), which has no suppressor: where its residual shows the user
 talking over the speaker (`talk.py`), the frame is marked for the fast barge-in and the residual, the user at
-their own level, goes out instead of AEC3's output, which cuts into double talk.
+their own level, goes out instead of AEC3's output, which cuts into double talk. The linear filter cannot
+follow a drift between the mic's clock and the speaker's: it is measured from the filter (`drift.py`) and
+the filter's reference read at the corrected rate.
 """
 
 from __future__ import annotations
