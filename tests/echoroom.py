@@ -104,7 +104,7 @@ class Room:
             pcm = cancel.process(frame, end_at)
             self.talk.append(isinstance(pcm, TalkFrame))
             self.learning.append(isinstance(pcm, LearningFrame))
-            self.trusted.append(cancel.talk.trusted)
+            self.trusted.append(bool(getattr(cancel, "talk", None) and cancel.talk.trusted))  # a bare filter has none
             out[k * n : (k + 1) * n] = to_float(pcm, np.float64)
         return mic, out, cancel
 

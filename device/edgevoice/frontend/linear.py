@@ -11,7 +11,7 @@ speech, so this works in two parts:
   every quarter second. The whitening makes the direct path a sharp peak on speech, whose own spectrum
   would otherwise smear it. Only a confident peak moves the filter, so double talk and a missing echo path
   (no peak at all) leave it where it was;
-- a short frequency-domain filter (120 ms, one partition slid by a capture frame, so no added latency)
+- a short frequency-domain filter (96 ms, one partition slid by a capture frame, so no added latency)
   starting a few ms before that delay, as a two-path pair (Valin 2007, Speex MDF): a background
   filter adapts fast with a large normalised step, and the foreground, which makes the output, takes its
   coefficients only when it has cancelled measurably more over the last ~100 ms. Near-end speech makes the

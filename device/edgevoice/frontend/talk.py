@@ -29,9 +29,9 @@ LOUD_DB = 15.0
 SHARE_DB = 12.0
 """...and be no more than this under the loudest the mic heard over the last RECENT_MS: echo-only frames behind
 a converged filter hold -35 dB of the mic at the median and -12 to -17 dB in their loudest 5%, but as a loud
-word dies away the room's late reverb (past the filter's 120 ms) is left in the residual at nearly the level
-of the frame itself (it opened turns on the answer alone), while still 15 dB and more under the word. The user
-at the echo's own level holds -1 to -10 dB of that from the frame after their first word."""
+word dies away the room's late reverb (past the filter: measured with a 120 ms one, now 96) is left in the residual
+at nearly the level of the frame itself (it opened turns on the answer alone), while still 15 dB and more under
+the word. The user at the echo's own level holds -1 to -10 dB of that from the frame after their first word."""
 RECENT_MS = 150
 UNDER_ECHO_DB = 12.0
 """...and be no more than this under the mic's mean level while the speaker plays: a residual that far under
