@@ -33,7 +33,7 @@ LOCKED = 10e-6
 """A measured drift under this (0.16 samples a second) says the correction has settled. AEC3 follows a drift its
 own way, and each correction changes how fast the echo path it tracks moves: the three or four steps a
 correction settles in cost it 10-15 dB for seconds, enough to open turns on the answer; one, once settled,
-costs it next to nothing."""
+costs it next to nothing. Once settled, one measure moves the rate by at most this much."""
 LIMIT = 500e-6
 """The largest drift followed: crystals are within 100 ppm of each other; more is a measure gone wrong."""
 BAND_HZ = (100.0, 2000.0)
@@ -86,7 +86,10 @@ class ClockDrift:
         self.measured.append(drift)
         self.locked = self.locked or abs(drift) < LOCKED
         if abs(drift) >= DEADBAND:  # the echo slid later: the far end is read too fast
-            self.ratio = float(np.clip(self.ratio - GAIN * drift, 1.0 - LIMIT, 1.0 + LIMIT))
+            step = GAIN * drift
+            if self.locked:  # settled: crystals drift with temperature, slowly; a big reading is the filter
+                step = float(np.clip(step, -LOCKED, LOCKED))  # relearning (the device was moved), not the clocks
+            self.ratio = float(np.clip(self.ratio - step, 1.0 - LIMIT, 1.0 + LIMIT))
             # The filter lags the path it follows: once the path stops sliding it still catches up for a
             # while, which the next look would take for drift. That look starts afresh.
             self._last = None
