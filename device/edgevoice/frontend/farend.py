@@ -75,8 +75,8 @@ class FarEnd:
         self._window_start = 0
         self.reanchors = 0
         self.anchors = 0
-        """Times the reader's place was set afresh from a stamp (the first frame, capture resumed): both
-        references jumped there. (A move for drift past DRIFT_S moves only the one as played.)"""
+        """Times the reader's place was set afresh from a stamp (the first frame, capture resumed): every
+        reference jumped there. (A move for drift past DRIFT_S moves only the one as played.)"""
         self.last_played = -1  # position of the last non-silent reference sample handed to the reader
 
     # -- the playback side ---------------------------------------------------------------------------------
@@ -192,8 +192,8 @@ class FarEnd:
 
     @property
     def empty(self) -> bool:
-        """Nothing played is kept (none yet, or all of it long behind the reader). The reader skipping `take`
-        then only means its next frame anchors afresh."""
+        """Nothing played is kept (none yet, or all of it long behind the reader): a frame needs no reference,
+        and `skip` keeps the reader in step over it."""
         return not self._chunks
 
     def silent_for(self, end_at: float) -> float:
