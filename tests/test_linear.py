@@ -33,7 +33,7 @@ class Linear:
         near = samples(frame)
         [far] = self.far.take_followed(len(near), end_at)
         residual, _ = self.lin.process(near, far)
-        self.drift(len(near), bool(far.any()), self.far.anchors)
+        self.drift(len(near), self.lin.far_active, self.far.anchors)
         self.ref.ratio = self.drift.ratio
         return to_bytes(residual)
 

@@ -100,7 +100,7 @@ class EchoCancel:
         out = self._aec.process(near, far)
         self.processed += 1
         residual, _ = self.linear.process(near, aligned)
-        self.drift(len(near), bool(aligned.any()), self.far.anchors)
+        self.drift(len(near), self.linear.far_active, self.far.anchors)
         self._for_linear.ratio = self.drift.ratio
         if self.drift.locked:
             self._for_aec.ratio = self.drift.ratio

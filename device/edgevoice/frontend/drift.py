@@ -9,7 +9,7 @@ the echo by a millisecond in twelve seconds.
 The filter itself shows it: where the echo slides by d samples, the filter's frequency response turns by
 -w * d at each frequency w. Every MEASURE_S of played audio the response is compared with the one before (the
 phase of H_now * conj(H_before) over 100 Hz-2 kHz, where speech puts its energy, weighted by magnitude; a
-least-squares slope through 0), and the far end's read rate (`FarEnd.ratio`) is corrected by part of what is
+least-squares slope through 0), and the far end's read rate (`Follower.ratio`) is corrected by part of what is
 left. Without drift the measure reads within 0.3 ppm of 0 on speech; at 80 ppm it reads 60-110.
 """
 

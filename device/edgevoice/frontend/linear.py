@@ -94,11 +94,10 @@ class LinearEcho:
         self._band = round(self._nfft / 2 * 0.8)  # PHAT bins below 1.6 kHz: above, block-mean aliasing
         self._since = 0
         self._updates = 0
-        self.copies = 0
-        self.resets = 0
-        self.peak_ratio = 0.0
-        self.powers = (0.0, 0.0, 0.0)
-        """The last frame's mean square (full scale 1) of the mic, the far end and the residual."""
+        self.powers = (0.0, 0.0)
+        """The last frame's mean square (full scale 1) of the mic and of the residual."""
+        self.far_active = False
+        """The far end played in the last frame (RMS over FAR_FLOOR): the filter learned from it."""
 
     @property
     def erle_db(self) -> float:
@@ -127,9 +126,9 @@ class LinearEcho:
         spec = np.fft.rfft(self._hist[end - n : end])
         y = np.fft.irfft(self._w * spec)[:, -b:]
         ef, eb = mic - y[0], mic - y[1]
-        pm, px, pf, pb = float(mic @ mic), float(x @ x), float(ef @ ef), float(eb @ eb)
-        self.powers = (pm / b, px / b, pf / b)
-        active = px > FAR_FLOOR**2 * b
+        pm, pf, pb = float(mic @ mic), float(ef @ ef), float(eb @ eb)
+        self.powers = (pm / b, pf / b)
+        self.far_active = active = float(x @ x) > FAR_FLOOR**2 * b
         self._sf = SMOOTH * self._sf + (1 - SMOOTH) * pf
         self._sb = SMOOTH * self._sb + (1 - SMOOTH) * pb
         if active:
@@ -137,11 +136,9 @@ class LinearEcho:
             if self._sb < COPY_GAIN * self._sf:
                 self._wf[:] = self._wb
                 self._sf = self._sb
-                self.copies += 1
             elif self._sb > RESET_GAIN * self._sf:
                 self._wb[:] = self._wf
                 self._sb = self._sf
-                self.resets += 1
             self._pmic = 0.9 * self._pmic + 0.1 * pm
             self._pres = 0.9 * self._pres + 0.1 * pf
         return ef, y[0]
@@ -192,8 +189,7 @@ class LinearEcho:
         c = np.fft.irfft(cross)[: self._lags + 1]  # c[k]: mic against far k samples later (lag = lags - k)
         k = int(np.argmax(c))
         spread = float(np.std(np.delete(c, slice(max(0, k - 3), k + 4))))
-        self.peak_ratio = float(c[k]) / max(spread, 1e-20)
-        if self.peak_ratio < PEAK_RATIO:
+        if float(c[k]) < PEAK_RATIO * max(spread, 1e-20):
             return
         new = min(max(0, (self._lags - k) * DECIMATE - self.margin), self.max_delay)
         if not self.delay_found or abs(new - self.delay) > self.margin // 2:

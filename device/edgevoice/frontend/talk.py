@@ -67,8 +67,6 @@ FLOOR_S = 3.0
 """The noise floors are the quietest frame of the last this many seconds (in FLOOR_PARTS parts): long enough to
 hold a pause between sentences, short enough to follow a room getting louder."""
 FLOOR_PARTS = 6
-FAR_FLOOR = 1e-4
-"""Far-end RMS below this is silence."""
 
 
 class Floor:
@@ -145,10 +143,10 @@ class TalkOver:
 
     def __call__(self) -> bool:
         """After the linear filter took a frame: is it the user talking over the speaker?"""
-        pd, px, pe = self.linear.powers
+        pd, pe = self.linear.powers
         noise, mic_noise = self._noise(pe), self._mic_noise(pd)
         self._recent.append(pd)
-        if px > FAR_FLOOR**2:
+        if self.linear.far_active:
             self._far_s += self._period_s
             self._far_quiet += pd <= mic_noise * 10 ** (QUIET_DB / 10) + SILENCE
             if not self._no_echo and self._far_s >= NO_ECHO_S:
