@@ -113,7 +113,7 @@ def _barge_in(room: Room, r: int, u: int, warm: bool) -> tuple[float, float] | N
     heard_in = Room(**{**_fields(room), "seed": room.seed + 100 * (u + 1)})
     _, out, _ = heard_in.run(far, near)
     onset, offset = (at + i / RATE for i in ag.active_span(user))
-    opens = [(t, s) for t, s in gate_opens(out, heard_in.talk, room.period_ms) if onset <= t < offset]
+    opens = [(t, s) for t, s in opens_in(heard_in, out) if onset <= t < offset]  # as GatedMic gates
     return ((opens[0][0] - onset) * 1000, (opens[0][1] - onset) * 1000) if opens else None
 
 
@@ -133,7 +133,7 @@ def rows(quick: bool = False) -> Iterator[Row]:
         mask[3 * RATE : round(0.5 * RATE) + len(answer)] = True
         erles.append(erle_db(mic, out, mask))
         erles_raw.append(0.0)
-        self_turns += len(gate_opens(out, room.talk, room.period_ms))
+        self_turns += len(opens_in(room, out))
         self_turns_raw += len(gate_opens(mic, [], room.period_ms))
         armed_s.append(_armed_s(room))
     warm = [_barge_in(room, r, u, warm=True) for r, room in enumerate(rooms) for u in users]

@@ -15,7 +15,7 @@ import numpy as np
 
 from edgevoice.config import Settings, replace
 from edgevoice.frontend import EchoCancel, FarEnd
-from edgevoice.frontend.talk import LearningFrame, TalkFrame
+from edgevoice.frontend.talk import LearningFrame, TalkFrame, UnsureFrame
 from edgevoice.gate import TurnStarted, make_gate
 from edgevoice.pcm import RATE, frame_samples, to_bytes, to_float
 
@@ -88,6 +88,7 @@ class Room:
         self.talk = []
         self.learning = []
         self.trusted = []
+        self.frames: list[bytes] = []  # what the canceller returned, marks included (for a GatedMic)
         cancel = cancel or EchoCancel(FarEnd(), period_ms=self.period_ms)
         n = frame_samples(self.period_ms)
         chunks = _played_chunks(far, n)
@@ -102,6 +103,7 @@ class Room:
                 c += 1
             frame = to_bytes(mic[k * n : (k + 1) * n])
             pcm = cancel.process(frame, end_at)
+            self.frames.append(pcm)
             self.talk.append(isinstance(pcm, TalkFrame))
             self.learning.append(isinstance(pcm, LearningFrame))
             self.trusted.append(bool(getattr(cancel, "talk", None) and cancel.talk.trusted))  # a bare filter has none
@@ -137,20 +139,28 @@ def place(length: int, parts: list[tuple[float, np.ndarray]]) -> np.ndarray:
 
 
 def gate_opens(
-    signal: np.ndarray, talk: list[bool], period_ms: int = 30, learning: list[bool] | None = None
+    signal: np.ndarray,
+    talk: list[bool],
+    period_ms: int = 30,
+    learning: list[bool] | None = None,
+    frames: list[bytes] | None = None,
 ) -> list[tuple[float, float]]:
     """The turns the daemon's gate opens over `signal` (the canceller's output), told where the canceller
-    heard the user talk over the speaker, and with the frames it marked as learning dropped outside a turn (as
-    `GatedMic` does): (when it decided, where the turn starts, pre-roll included), in s."""
+    heard the user talk over the speaker, with the frames it marked as learning dropped outside a turn, and
+    an open turn taking an `UnsureFrame`'s whole residual (as `GatedMic` does; `frames`: what the canceller
+    returned): (when it decided, where the turn starts, pre-roll included), in s."""
     gate = make_gate(replace(Settings(), audio={"period_ms": period_ms}))
     n = frame_samples(period_ms)
     data = to_bytes(signal)
     opens = []
     for k in range(len(signal) // n):
+        frame = data[2 * k * n : 2 * (k + 1) * n]
+        if frames is not None and k < len(frames) and isinstance(frames[k], UnsureFrame) and gate.in_turn:
+            frame = frames[k].whole  # type: ignore[attr-defined]
         if learning is not None and k < len(learning) and learning[k] and not gate.in_turn:
-            gate.listen(data[2 * k * n : 2 * (k + 1) * n])
+            gate.listen(frame)
             continue
-        for event in gate.process(data[2 * k * n : 2 * (k + 1) * n], talk_over=k < len(talk) and talk[k]):
+        for event in gate.process(frame, talk_over=k < len(talk) and talk[k]):
             if isinstance(event, TurnStarted):
                 opens.append(((k + 1) * n / RATE, event.start_sample / RATE))
     return opens
@@ -158,4 +168,4 @@ def gate_opens(
 
 def opens_in(room: Room, out: np.ndarray) -> list[tuple[float, float]]:
     """`gate_opens` over what `room.run` returned, with the marks it recorded."""
-    return gate_opens(out, room.talk, room.period_ms, room.learning)
+    return gate_opens(out, room.talk, room.period_ms, room.learning, room.frames)

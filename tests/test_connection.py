@@ -546,6 +546,40 @@ def test_model_events_keep_a_due_response_alive_and_idle_never_times_out() -> No
     assert len(rig.built) == 1 and rig.conn.reconnects == 0
 
 
+def test_a_hang_in_the_middle_of_the_next_of_several_resent_answers_is_found(caplog: pytest.LogCaptureFixture) -> None:
+    """After a drop, several turns can go to the next connection at once. The first answer's end settles
+    what was counted as due; the next answer that begins is due until it ends, so a model that goes silent
+    in the middle of it is hung, not idle (it kept a daemon waiting for good)."""
+    rig = Supervised([LiveAgent()], timeout_s=15.0)
+
+    async def main() -> None:
+        task = asyncio.create_task(rig.conn.run())
+        await rig.connected(1)
+        for _ in range(3):
+            rig.conn.response_due()  # three turns' end markers read at once
+        await until(lambda: rig.sleep.waiting, "watching")
+        rig.conn.response_started()
+        rig.conn.model_event()
+        rig.conn.response_done()  # the first answer ends: what was counted as due is settled
+        rig.sleep.step()
+        await settle()
+        assert not rig.conn.watch.is_due and not rig.built[0].stop_began
+        rig.conn.response_started()  # the second answer begins, and the model goes silent in it
+        rig.conn.model_event()
+        t0 = rig.clock.now
+        await until(lambda: rig.sleep.waiting, "watching the answer")
+        rig.sleep.step()
+        await until(lambda: rig.built[0].stop_began, "torn down")
+        assert rig.clock.now - t0 == 15.0
+        await until(lambda: rig.conn.phase is Phase.BACKING_OFF, "backing off")
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    drive(main)
+    assert "model stopped: hung: no model event for 15 s while a response was due; retrying in 1.0 s" in errors(caplog)
+
+
 def test_a_stop_that_never_returns_is_abandoned_and_a_fresh_agent_built(caplog: pytest.LogCaptureFixture) -> None:
     rig = Supervised([LiveAgent(stop_hangs=True)], timeout_s=5.0)
 

@@ -14,9 +14,9 @@ from edgevoice.config import Settings, parse
 from edgevoice.daemon.mic import GatedMic
 from edgevoice.daemon.state import Event, StateMachine
 from edgevoice.frontend import EchoCancel, FarEnd
-from edgevoice.frontend.talk import LearningFrame, TalkFrame
+from edgevoice.frontend.talk import LearningFrame, TalkFrame, UnsureFrame
 from edgevoice.gate import GateState, TurnStarted, make_gate
-from edgevoice.pcm import RATE, to_bytes
+from edgevoice.pcm import RATE, to_bytes, to_float
 from tests import audiogen as ag
 from tests.echoroom import T0, Room, gate_opens, opens_in, place
 from tests.test_barge_in import NoFrames
@@ -103,6 +103,34 @@ def test_a_turn_spoken_as_a_fresh_canceller_starts_playing_stays_one_turn_at_its
     assert len(opens_in(room, out)) == 1
     a, b = (round(1.0 * RATE) + k for k in ag.active_span(user))
     assert abs(20 * np.log10(level(out[a:b]) / level(mic[a:b]))) <= 0.5
+
+
+@pytest.mark.parametrize("voice", ["en-gb-scotland", "en-us+f4"])
+def test_a_sentence_under_way_when_cues_begin_stays_one_turn_at_its_level(voice: str) -> None:
+    """No echo path (a headset, the daemon tests' file PCMs), and the user already talking when the device
+    plays the connection-lost and -back cues and starts a notice: the mic is never quiet while the far end
+    plays, so the canceller cannot tell there is no echo, and AEC3 alone cut into the sentence (the daemon
+    split it in two turns, now and then). The open turn takes the linear residual (`UnsureFrame.whole`)."""
+    from edgevoice.daemon.earcons import make
+
+    user = ag.speak(ag.HELD_OUT_SENTENCES[2], voice)
+    length = len(user) + 3 * RATE
+    lost, back = (to_float(make(name), np.float64) for name in ("lost", "back"))
+    far = place(length, [(0.9, lost), (1.3, back), (1.7, answer()[: 2 * RATE] * 0.5)])
+    near = place(length, [(0.3, user / ag.speech_level(user) * 0.1)])
+    room = Room(echo_gain=1e-4, seed=31)
+    mic, _, _ = room.run(far, near + ag.pink_noise(length, seed=31) * 3e-4)
+    assert len(gate_opens(mic, [])) == 1  # the sentence alone is one turn
+    assert any(isinstance(f, UnsureFrame) for f in room.frames)
+    gated = GatedMic(NoFrames(), make_gate(Settings()), Playing(), StateMachine(), echo_tail_s=0.0)
+    sent: list[bytes] = []
+    gated._send = lambda pcm, end=False: None if end else sent.append(pcm)  # type: ignore[method-assign]
+    for f in room.frames:
+        gated.handle(f)
+    assert gated.turns_started == 1 and gated.turns_ended == 1
+    a, b = (round(0.3 * RATE) + k for k in ag.active_span(user))
+    words = to_float(b"".join(sent), np.float64)
+    assert abs(10 * np.log10(np.sum(words**2) / np.sum(mic[a:b] ** 2))) <= 1.0
 
 
 def test_digital_silence_passes_as_it_is() -> None:

@@ -165,8 +165,9 @@ class Connection[A: Agent]:
         return self._build_fallback is not None
 
     def response_started(self) -> None:
-        """An answer began: it answers the turns sent so far."""
+        """An answer began: it answers the turns sent so far, and is due until it ends."""
         self.watch.answering()
+        self.runner.poke()
 
     def response_done(self) -> None:
         """The answer ended: nothing is owed (unless a turn was sent after it began)."""

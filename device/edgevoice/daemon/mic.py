@@ -20,9 +20,9 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..frontend.talk import LearningFrame, TalkFrame
+from ..frontend.talk import LearningFrame, TalkFrame, UnsureFrame
 from ..gate import GateEvent, TurnEnded, TurnFrame, TurnStarted
-from ..pcm import END_OF_TURN, ms_bytes
+from ..pcm import END_OF_TURN, RATE, ms_bytes
 from .state import Event, StateMachine
 
 if TYPE_CHECKING:
@@ -216,6 +216,10 @@ class GatedMic:
         self.frames_seen += 1
         if self.frames_seen == 1 and self._on_ready:
             self._on_ready()
+        if isinstance(frame, UnsureFrame) and self._gate.in_turn:
+            # The canceller does not know yet whether there is an echo, and AEC3 alone cuts into a user it
+            # has nothing to cancel for: the user has the floor, so the turn takes their words whole.
+            frame = frame.whole
         if isinstance(frame, LearningFrame) and not self._gate.in_turn:
             # The echo canceller has not learned the room yet (the first answer's first second or two): the
             # frame opens no turn, but the gate hears it, so that a barge-in right after has a background.
@@ -228,20 +232,22 @@ class GatedMic:
             self.echo_dropped += 1
             return
         # The echo canceller marks a frame in which it heard the user talk over the speaker: the fast barge-in.
-        self._apply(self._gate.process(frame, talk_over=isinstance(frame, TalkFrame)))
+        talk = isinstance(frame, TalkFrame)
+        self._apply(self._gate.process(frame, talk_over=talk), "talk-over" if talk else "voice")
 
     def press(self) -> None:
         """Push-to-talk button down (call on the event loop): a turn opens, barging in if needed."""
-        self._apply(self._gate.press())
+        self._apply(self._gate.press(), "button")
 
     def release(self) -> None:
         """Push-to-talk button up: the turn ends."""
-        self._apply(self._gate.release())
+        self._apply(self._gate.release(), "button")
 
-    def _apply(self, decisions: list[GateEvent]) -> None:
+    def _apply(self, decisions: list[GateEvent], how: str) -> None:
         for decision in decisions:
             if isinstance(decision, TurnStarted):
                 self.turns_started += 1
+                log.debug("turn opened at %.2f s of capture (%s)", decision.start_sample / RATE, how)
                 if self._speaker.is_playing:
                     dropped = self._speaker.flush()
                     self.barge_ins += 1
@@ -260,6 +266,7 @@ class GatedMic:
                 self._drop_open_turn()
             elif isinstance(decision, TurnEnded):
                 self.turns_ended += 1
+                log.debug("turn ended at %.2f s of capture (%s)", decision.end_sample / RATE, decision.reason)
                 self._send(self._padding, end=True)
                 if self.on_turn_ended:
                     self.on_turn_ended()

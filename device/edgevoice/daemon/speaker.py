@@ -196,8 +196,9 @@ class SpeakerOutput:
             self._flush(tell=False)  # the model interrupted itself: it knows
             self._state.fire(Event.BARGE_IN)
         elif kind == "bidi_transcript_block":
-            # DEBUG only: the journal is readable by the `adm` group, the session files are 0600.
-            log.debug("%s: %s", event["role"], event["transcript"])
+            # Its length only, even at DEBUG: the journal is readable by the `adm` group, and a debug log is
+            # what gets pasted into a bug report; the words stay in the 0600 session files.
+            log.debug("%s transcript: %d characters", event["role"], len(event["transcript"]))
             if event["role"] == "assistant":
                 await self._assistant_transcript(event["transcript"])
             if self._on_transcript:

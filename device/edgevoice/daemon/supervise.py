@@ -54,8 +54,9 @@ class ResponseWatch:
 
     A response is due from the moment a user turn's end marker was handed to the agent (or a tool result
     went back to the model) until the answer ends; while it is due, every model event starts the wait
-    again. A user turn that begins takes the floor: nothing is due until that turn is sent. Idle (nothing
-    due), the wait is never up: a connection that dies quietly while idle is found at the next turn.
+    again. A user turn that begins takes the floor: nothing is due until that turn is sent. An answer that
+    begins is due until it ends, whatever was counted before it. Idle (nothing due), the wait is never up:
+    a connection that dies quietly while idle is found at the next turn.
     """
 
     def __init__(self, timeout_s: float, clock: Clock) -> None:
@@ -92,8 +93,12 @@ class ResponseWatch:
 
     def answering(self) -> None:
         """An answer began (possibly before its turn's end marker was read: a model may end the turn on
-        the silence inside it)."""
+        the silence inside it). An answer that began owes its end, even where nothing was counted as due:
+        after a drop, several turns go to the next connection at once, and the first answer's end settles
+        them all, so a model that hangs in the middle of the next answer would otherwise never be found."""
         self._answering, self._newer_turn = True, False
+        if self._since is None and not self.floor:
+            self._since = self.active_at = self._clock()
 
     def heard(self) -> None:
         """Any model event: the connection is alive."""

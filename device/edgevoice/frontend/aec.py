@@ -29,7 +29,7 @@ from ..pcm import RATE, Int16Array, frame_samples, samples, to_bytes
 from .drift import ClockDrift
 from .farend import FarEnd
 from .linear import LinearEcho
-from .talk import LearningFrame, TalkFrame, TalkOver
+from .talk import LearningFrame, TalkFrame, TalkOver, UnsureFrame
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +78,8 @@ class EchoCancel:
         """Frames that went through AEC3."""
         self.passed = 0
         """Frames passed untouched (the speaker had been quiet `idle_s`)."""
+        self._said: tuple[bool, ...] = ()
+        self._period_s = period_ms / 1000
 
     def start(self) -> None:
         """Build AEC3 now (on the thread that will run it), so a missing library shows at start."""
@@ -105,6 +107,7 @@ class EchoCancel:
         if self.drift.locked:
             self._for_aec.ratio = self.drift.ratio
         talk = self.talk()
+        self._note()
         if not near.any():
             # Digital silence (a muted mic, a file PCM) holds no echo: it stays silence, where AEC3 would
             # add its comfort noise (what marks the end of a turn would no longer be silence).
@@ -116,7 +119,23 @@ class EchoCancel:
             return TalkFrame(pcm)
         if self.talk.learning and quiet_s < RING_S:
             return LearningFrame(pcm)
+        if self.talk.unsure and not self.talk.talking:
+            return UnsureFrame(pcm, to_bytes(residual))
         return pcm
+
+    def _note(self) -> None:
+        """What the canceller decides, in the debug log as it changes (a turn split or missed over an answer
+        is explained by it): whether an echo path turned up, whether the linear filter is trusted (or there is
+        nothing to cancel), whether frames are held back as learning, whether the user is heard talking over."""
+        now = (self.linear.delay_found, self.talk.trusted, self.talk.learning, self.talk.talking)
+        if now != self._said:
+            self._said = now
+            log.debug(
+                "echo: path %s, %s, %s, %s at %.2f s of capture (ERLE %.0f dB)",
+                *("found" if now[0] else "not found", "trusted" if now[1] else "not trusted"),
+                *("learning" if now[2] else "not learning", "talk-over" if now[3] else "no talk-over"),
+                *((self.processed + self.passed) * self._period_s, self.talk.erle_db),
+            )
 
 
 class _Capture(Protocol):

@@ -55,6 +55,10 @@ COPY_GAIN = 0.7
 """The background replaces the foreground when its error energy is this much lower (-1.5 dB)."""
 RESET_GAIN = 8.0
 """The background is reset from the foreground when its error is this much higher (+9 dB): diverged."""
+CONSTRAIN_EVERY = 4
+"""Steps between two projections of the background onto a linear convolution (two FFTs each). Speex's MDF
+projects every other step; every fourth cancels within 1 dB of that in the tests' rooms (measured early and
+late in four rooms), for a tenth less CPU."""
 REG = 0.05
 POWER_SMOOTH = 0.7
 FAR_FLOOR = 1e-4
@@ -157,7 +161,7 @@ class LinearEcho:
         step = MU / (power + (REG * float(power.mean()) + 1e-12))
         self._wb += spec.conj() * np.fft.rfft(err) * step
         self._updates += 1
-        if self._updates % 2:  # every other step (as Speex's MDF does): the wrap one step adds is small
+        if self._updates % CONSTRAIN_EVERY == 1 % CONSTRAIN_EVERY:  # the wrap a few steps add is small
             w = np.fft.irfft(self._wb)
             w[self.taps :] = 0.0  # a circular-convolution wrap is not an echo path
             self._wb[:] = np.fft.rfft(w)

@@ -99,6 +99,23 @@ class LearningFrame(bytes):
     end); a turn already open takes it."""
 
 
+class UnsureFrame(bytes):
+    """A capture frame AEC3 alone cancelled, before the canceller knows whether there is an echo at all (no
+    echo path has turned up, and the linear filter is not trusted: the far end just began, or the user was
+    talking when it did, so the mic never showed the room quiet). A fresh AEC3 with nothing to cancel cuts
+    the user's words 20-50 dB: a sentence under way when a cue began came out split in two turns. The frame
+    is AEC3's output, for the gate to open turns on (the linear filter has not shown it can tell the
+    device's voice from the user's yet); `whole` is the linear residual, the user at their own level, which
+    a turn already open (the user has the floor) takes instead."""
+
+    whole: bytes
+
+    def __new__(cls, pcm: bytes, whole: bytes) -> UnsureFrame:
+        frame = super().__new__(cls, pcm)
+        frame.whole = whole
+        return frame
+
+
 class TalkOver:
     """`__call__()` once per frame the canceller processes, after the linear filter took it: True where the
     user talks over the speaker. `talking` holds from the first such frame until HOLD_S after the last."""
@@ -133,6 +150,12 @@ class TalkOver:
         yet. (Before an echo path turns up nothing is held back: with none at all, as with a headset, the user
         talking over the first notice or earcon must be heard.)"""
         return self._far_s < LEARN_S and self.linear.delay_found and not self.trusted
+
+    @property
+    def unsure(self) -> bool:
+        """Whether there is an echo to cancel is not known yet: no echo path turned up, and the filter is not
+        trusted (it has not shown it cancels, nor that there is nothing to cancel)."""
+        return not self.linear.delay_found and not self.trusted
 
     @property
     def trusted(self) -> bool:
