@@ -133,6 +133,31 @@ def test_a_sentence_under_way_when_cues_begin_stays_one_turn_at_its_level(voice:
     assert abs(10 * np.log10(np.sum(words**2) / np.sum(mic[a:b] ** 2))) <= 1.0
 
 
+def test_the_listening_cue_in_a_turn_goes_as_the_canceller_cancelled_it() -> None:
+    """A summons opens a turn and plays the listening cue inside it. A fresh canceller is not sure yet whether
+    there is an echo, but AEC3 takes the cue's echo about 40 dB down, and the user is not talking over their
+    own summons: while the cue sounds (and its short ring-out), the turn takes AEC3's output, not the
+    residual (`GatedMic.cue`). After it, an open turn takes the residual again."""
+    cancelled, heard = bytes(960), to_bytes(ag.pink_noise(480, seed=6) * 0.05)
+    speaker = Playing()
+    speaker.is_playing = False
+    mic = GatedMic(NoFrames(), make_gate(Settings()), speaker, StateMachine(), echo_tail_s=0.0)
+    sent: list[bytes] = []
+    mic._send = lambda pcm, end=False: None if end else sent.append(pcm)  # type: ignore[method-assign]
+    mic.press()
+    mic.cue(mute=False)
+    speaker.is_playing = True
+    mic.handle(UnsureFrame(cancelled, heard))
+    assert sent[-1] == cancelled  # the cue's echo, as AEC3 left it
+    speaker.is_playing = False
+    mic.speaker_went_quiet()
+    mic.handle(UnsureFrame(cancelled, heard))
+    assert sent[-1] == cancelled  # its ring-out
+    mic._speaker_quiet_at -= 1.0  # long after the cue
+    mic.handle(UnsureFrame(cancelled, heard))
+    assert sent[-1] == heard  # the user has the floor: their words whole
+
+
 def test_digital_silence_passes_as_it_is() -> None:
     """A muted mic or a file PCM's zeros: AEC3 would fill them with comfort noise, and the silence that ends a
     turn would be silence no more."""

@@ -11,7 +11,7 @@ The listening cue plays when the user summons the device (the push-to-talk butto
 opened with `TurnStarted.summoned`), not on a turn `vad` opened, where the user is already talking and a chime
 would only talk over them. It sounds inside the open turn, so it must not reach the model through the air:
 without echo cancellation the mic sends digital silence in its place while it plays and for its short
-ring-out after (`GatedMic.mute_cue`), and its playback is no answer starting (`SpeakerOutput.play_cue`).
+ring-out after (`GatedMic.cue`), and its playback is no answer starting (`SpeakerOutput.play_cue`).
 """
 
 from __future__ import annotations

@@ -104,6 +104,7 @@ class GatedMic:
         """Called when the user summoned the device (a button press, the wake word): it plays the listening
         cue, after the turn opened (a barge-in has stopped the answer by then)."""
         self._cue_muted = False
+        self._cue_until_quiet = False
         self.turns_dropped = 0
         # Turn audio (16 kHz) waiting for the agent, each chunk flagged when it is a turn's end marker; bounded
         # so a model that is down cannot grow it without end.
@@ -196,17 +197,24 @@ class GatedMic:
         """Whether a whole turn (its end marker) waits for the agent to read it."""
         return any(end for _, end in self._pending)
 
-    def mute_cue(self) -> None:
-        """A cue starts playing inside the open turn and nothing cancels its echo: the turn gets digital
-        silence in its place until the speaker has gone quiet and the cue's short ring-out has passed. Not the
-        answer's echo tail: a user who presses the button and talks straight away starts about 300 ms later,
-        and those words must reach the model."""
-        self._cue_muted = True
+    def cue(self, *, mute: bool) -> None:
+        """A cue starts playing inside the open turn, until the speaker has gone quiet and the cue's short
+        ring-out has passed. `mute`: nothing cancels its echo, and the turn gets digital silence in its place.
+        Not the answer's echo tail: a user who presses the button and talks straight away starts about 300 ms
+        later, and those words must reach the model. Without `mute` the canceller's output goes to the turn as
+        it is, even where it is not sure yet whether there is an echo (`UnsureFrame`): a fresh AEC3 takes a
+        cue's echo about 40 dB down, and the user is not expected to talk over their own summons."""
+        self._cue_until_quiet = True
+        self._cue_muted = mute
+
+    def _cue_sounding(self) -> bool:
+        quiet = not self._speaker.is_playing and time.monotonic() - self._speaker_quiet_at >= CUE_TAIL_S
+        if self._cue_until_quiet and quiet:
+            self._cue_until_quiet = self._cue_muted = False
+        return self._cue_until_quiet
 
     def _muted(self) -> bool:
-        if self._cue_muted and not self._speaker.is_playing and time.monotonic() - self._speaker_quiet_at >= CUE_TAIL_S:
-            self._cue_muted = False
-        return self._cue_muted
+        return self._cue_sounding() and self._cue_muted
 
     def _in_echo_tail(self) -> bool:
         return not self._speaker.is_playing and time.monotonic() - self._speaker_quiet_at < self._echo_tail_s
@@ -216,7 +224,7 @@ class GatedMic:
         self.frames_seen += 1
         if self.frames_seen == 1 and self._on_ready:
             self._on_ready()
-        if isinstance(frame, UnsureFrame) and self._gate.in_turn:
+        if isinstance(frame, UnsureFrame) and self._gate.in_turn and not self._cue_sounding():
             # The canceller does not know yet whether there is an echo, and AEC3 alone cuts into a user it
             # has nothing to cancel for: the user has the floor, so the turn takes their words whole.
             frame = frame.whole

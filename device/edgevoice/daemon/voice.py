@@ -283,8 +283,7 @@ class VoiceLoop:
 
     def _listening_cue(self) -> None:
         assert self.earcons is not None
-        if self.echo is None:  # nothing cancels the cue's echo: the turn must not carry it to the model
-            self.mic.mute_cue()
+        self.mic.cue(mute=self.echo is None)  # muted where nothing cancels its echo (half-duplex)
         self.earcons.cue("listen")
 
     def _playback_idle(self) -> None:
