@@ -184,14 +184,7 @@ def rows(quick: bool = False) -> Iterator[Row]:
     drawn = 6 if quick else 16
     false_opens = 0
     for k in range(drawn):
-        room = Room(
-            delay_s=float(rng.uniform(0.01, 0.08)),
-            codec_s=float(rng.uniform(0.005, 0.04)),
-            echo_gain=float(rng.uniform(0.2, 1.0)),
-            jitter_s=float(rng.uniform(0.002, 0.015)),
-            period_ms=int(rng.choice([10, 20, 30])),
-            seed=300 + k,
-        )
+        room = _drawn_room(rng, 300 + k)
         answer = _answer(k)
         far = place(len(answer) + RATE, [(0.5, answer)])
         _, out, _ = room.run(far, ag.pink_noise(len(far), seed=k) * float(rng.uniform(1e-4, 1e-3)))
@@ -219,6 +212,17 @@ def rows(quick: bool = False) -> Iterator[Row]:
     )
 
 
+def _drawn_room(rng: np.random.Generator, seed: int, drifting: bool = False) -> Room:
+    """A room drawn at random: delay, level, stamp jitter, period, and with `drifting` clocks 20-100 ppm apart."""
+    ranges = ((0.01, 0.08), (0.005, 0.04), (0.2, 1.0), (0.002, 0.015))
+    delay, codec, gain, jitter = (float(rng.uniform(a, b)) for a, b in ranges)  # drawn in this order
+    drift = float(rng.choice([-1.0, 1.0]) * rng.uniform(20, 100)) if drifting else 0.0
+    period = int(rng.choice([10, 20, 30]))
+    return Room(
+        delay_s=delay, codec_s=codec, echo_gain=gain, jitter_s=jitter, drift_ppm=drift, period_ms=period, seed=seed
+    )
+
+
 def _drawn_barge_ins(rng: np.random.Generator, drawn: int) -> Iterator[Row]:
     """Barge-ins over an answer after an earlier one, as above, in rooms drawn at random (a third of them with
     clocks 20-100 ppm apart), by users saying short commands with soft onsets ("Stop.", "No...", "Shush."),
@@ -226,15 +230,7 @@ def _drawn_barge_ins(rng: np.random.Generator, drawn: int) -> Iterator[Row]:
     late: list[float] = []
     heard = 0
     for k in range(drawn):
-        room = Room(
-            delay_s=float(rng.uniform(0.01, 0.08)),
-            codec_s=float(rng.uniform(0.005, 0.04)),
-            echo_gain=float(rng.uniform(0.2, 1.0)),
-            jitter_s=float(rng.uniform(0.002, 0.015)),
-            drift_ppm=float(rng.choice([-1.0, 1.0]) * rng.uniform(20, 100)) if k % 3 == 2 else 0.0,
-            period_ms=int(rng.choice([10, 20, 30])),
-            seed=500 + k,
-        )
+        room = _drawn_room(rng, 500 + k, drifting=k % 3 == 2)
         for u in (2 * k % len(DRAWN_USERS), (2 * k + 1) % len(DRAWN_USERS)):
             got = _barge_in(room, k, u, warm=True, users=DRAWN_USERS)
             heard += got is not None

@@ -20,6 +20,7 @@ the filter's reference read at the corrected rate.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
@@ -29,12 +30,14 @@ from ..pcm import RATE, Int16Array, frame_samples, samples, to_bytes
 from .drift import ClockDrift
 from .farend import FarEnd
 from .linear import LinearEcho
-from .talk import LearningFrame, TalkFrame, TalkOver, UnsureFrame
+from .talk import FLOOR_S, LOUD_DB, SILENCE, LearningFrame, TalkFrame, TalkOver, UnsureFrame
 
 log = logging.getLogger(__name__)
 
 IDLE_S = 1.0
 """Far end silent this long (the room's echo has died away): frames pass without cancellation."""
+BEFORE_S = 0.3
+"""The mic loud over the room's noise (LOUD_DB) in this much before the far end began: the user was talking."""
 RING_S = 0.3
 """How long after the far end went silent the room may still ring with it (the half-duplex tail's length)."""
 
@@ -78,6 +81,11 @@ class EchoCancel:
         """Frames that went through AEC3."""
         self.passed = 0
         """Frames passed untouched (the speaker had been quiet `idle_s`)."""
+        self._passing = True  # the last frame was passed untouched
+        self._idle: deque[bytes] = deque(maxlen=max(1, round(FLOOR_S * 1000 / period_ms)))
+        self._before_frames = max(1, round(BEFORE_S * 1000 / period_ms))
+        self._user_first = False
+        """The user was talking when the far end began, and the canceller is not sure yet of an echo."""
         self._said: tuple[bool, ...] = ()
         self._period_s = period_ms / 1000
 
@@ -88,15 +96,16 @@ class EchoCancel:
 
     def process(self, frame: bytes, end_at: float) -> bytes:
         if self.far.empty and self.far.silent_for(end_at) > self.idle_s:
-            self.passed += 1  # nothing played for a while, nothing queued: the far end is not even read
-            self.far.skip(len(frame) // 2, end_at)
-            return frame
+            self.far.skip(len(frame) // 2, end_at)  # nothing played for a while, nothing queued: not even read
+            return self._pass(frame)
         near = samples(frame)
         far, aligned = self.far.take_followed(len(near), end_at)
         quiet_s = self.far.silent_for(end_at)
         if quiet_s > self.idle_s:
-            self.passed += 1
-            return frame
+            return self._pass(frame)
+        if self._passing:  # the far end begins: was the user talking just before it did?
+            self._passing = False
+            self._user_first = self._talking_before()
         if self._aec is None:
             self._aec = self._make()
         out = self._aec.process(near, far)
@@ -119,9 +128,34 @@ class EchoCancel:
             return TalkFrame(pcm)
         if self.talk.learning and quiet_s < RING_S:
             return LearningFrame(pcm)
+        self._user_first = self._user_first and self.talk.unsure
+        if self._user_first:
+            # The user was talking before the far end began: the floor is theirs, and AEC3 alone, before the
+            # canceller knows whether there is an echo at all, cuts into a user it has nothing to cancel for
+            # (the gate takes a while to open a turn at the start of a stream: the words must reach it whole).
+            return to_bytes(residual)
         if self.talk.unsure and not self.talk.talking:
             return UnsureFrame(pcm, to_bytes(residual))
         return pcm
+
+    def _pass(self, frame: bytes) -> bytes:
+        """A frame passed untouched (the speaker has been quiet `idle_s`). The last few seconds of them are
+        kept as they are (judged only when the far end begins: an idle speaker costs next to nothing)."""
+        self.passed += 1
+        self._passing = True
+        self._idle.append(frame)
+        return frame
+
+    def _talking_before(self) -> bool:
+        """Was the mic loud over the room's noise floor (the quietest frame of the last FLOOR_S) in the last
+        BEFORE_S of the frames passed before the far end began?"""
+        frames = [f for f in self._idle if len(f) == len(self._idle[-1])] if self._idle else []
+        if not frames:
+            return False
+        x = np.frombuffer(b"".join(frames), dtype="<i2").astype(np.float64).reshape(len(frames), -1) / 32768.0
+        power = np.mean(x * x, axis=1)
+        recent = power[-self._before_frames :]
+        return bool(np.max(recent) > float(np.min(power)) * 10 ** (LOUD_DB / 10) + SILENCE)
 
     def _note(self) -> None:
         """What the canceller decides, in the debug log as it changes (a turn split or missed over an answer
