@@ -26,7 +26,7 @@ from typing import Protocol
 
 import numpy as np
 
-from ..pcm import RATE, Int16Array, frame_samples, samples, to_bytes
+from ..pcm import RATE, Int16Array, frame_samples, samples, to_bytes, to_float
 from .drift import ClockDrift
 from .farend import FarEnd
 from .linear import LinearEcho
@@ -152,7 +152,7 @@ class EchoCancel:
         frames = [f for f in self._idle if len(f) == len(self._idle[-1])] if self._idle else []
         if not frames:
             return False
-        x = np.frombuffer(b"".join(frames), dtype="<i2").astype(np.float64).reshape(len(frames), -1) / 32768.0
+        x = to_float(b"".join(frames), np.float64).reshape(len(frames), -1)
         power = np.mean(x * x, axis=1)
         recent = power[-self._before_frames :]
         return bool(np.max(recent) > float(np.min(power)) * 10 ** (LOUD_DB / 10) + SILENCE)
