@@ -191,6 +191,12 @@ def rows(quick: bool = False) -> Iterator[Row]:
         false_opens += len(opens_in(room, out))
         armed_s.append(_armed_s(room))
     yield Row("echo.self_turns (rooms drawn at random)", false_opens, "turns", goal="value == 0")
+    yield Row(
+        "echo.self_turns (three answers in a row, rooms drawn at random)",
+        sum(_self_turns_in_a_row(k) for k in range(drawn)),
+        "turns",
+        goal="value == 0",
+    )
     yield from _drawn_barge_ins(rng, 8 if quick else 24)
     # How far into the first answer the fast barge-in came on, in the fixed rooms and the drawn ones (a room
     # whose echo barely clears the noise gives the trust test few loud frames to judge by).
@@ -221,6 +227,19 @@ def _drawn_room(rng: np.random.Generator, seed: int, drifting: bool = False) -> 
     return Room(
         delay_s=delay, codec_s=codec, echo_gain=gain, jitter_s=jitter, drift_ppm=drift, period_ms=period, seed=seed
     )
+
+
+def _self_turns_in_a_row(k: int) -> int:
+    """Turns opened on three answers in a row (the second pause long enough to end the writer's stretch: the
+    far end is stamped anew) in a room drawn at random, every other one with drifting clocks: the canceller's
+    reference re-anchored and AEC3's onsets, which one answer alone does not show."""
+    rng = np.random.default_rng(7000 + k)
+    room = _drawn_room(rng, 700 + k, drifting=k % 2 == 0)
+    gap, pause = np.zeros(RATE // 4), np.zeros(RATE // 2)
+    said = np.concatenate([_answer(k), gap, _answer(k + 1), pause, _answer(k + 2)])
+    far = place(len(said) + RATE, [(0.5, said)])
+    _, out, _ = room.run(far, ag.pink_noise(len(far), seed=k) * float(rng.uniform(1e-4, 1e-3)))
+    return len(opens_in(room, out))
 
 
 def _drawn_barge_ins(rng: np.random.Generator, drawn: int) -> Iterator[Row]:

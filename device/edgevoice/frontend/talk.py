@@ -106,13 +106,18 @@ class UnsureFrame(bytes):
     the user's words 20-50 dB: a sentence under way when a cue began came out split in two turns. The frame
     is AEC3's output, for the gate to open turns on (the linear filter has not shown it can tell the
     device's voice from the user's yet); `whole` is the linear residual, the user at their own level, which
-    a turn already open (the user has the floor) takes instead."""
+    a turn already open (the user has the floor) takes instead. In the first NO_ECHO_S of far end (`early`)
+    it opens no turn: a fresh AEC3 leaks the onset of the device's first sound 20-25 dB over the room's noise
+    (it opened turns on the first answer's first syllable in drawn rooms), and before NO_ECHO_S has passed
+    nothing is known either way."""
 
     whole: bytes
+    early: bool
 
-    def __new__(cls, pcm: bytes, whole: bytes) -> UnsureFrame:
+    def __new__(cls, pcm: bytes, whole: bytes, early: bool = False) -> UnsureFrame:
         frame = super().__new__(cls, pcm)
         frame.whole = whole
+        frame.early = early
         return frame
 
 
@@ -150,6 +155,12 @@ class TalkOver:
         yet. (Before an echo path turns up nothing is held back: with none at all, as with a headset, the user
         talking over the first notice or earcon must be heard.)"""
         return self._far_s < LEARN_S and self.linear.delay_found and not self.trusted
+
+    @property
+    def early(self) -> bool:
+        """The far end has played less than NO_ECHO_S since the canceller began: whether there is an echo
+        cannot be known yet."""
+        return self._far_s < NO_ECHO_S
 
     @property
     def unsure(self) -> bool:
