@@ -146,10 +146,9 @@ def gate_opens(
     frames: list[bytes] | None = None,
 ) -> list[tuple[float, float]]:
     """The turns the daemon's gate opens over `signal` (the canceller's output), told where the canceller
-    heard the user talk over the speaker, with the frames it marked as learning (or as unsure in the far end's
-    first moments) dropped outside a turn, and an open turn taking an `UnsureFrame`'s whole residual (as
-    `GatedMic` does; `frames`: what the canceller returned): (when it decided, where the turn starts, pre-roll
-    included), in s."""
+    heard the user talk over the speaker, with the frames it marked as learning dropped outside a turn, and
+    an open turn taking an `UnsureFrame`'s whole residual (as `GatedMic` does; `frames`: what the canceller
+    returned): (when it decided, where the turn starts, pre-roll included), in s."""
     gate = make_gate(replace(Settings(), audio={"period_ms": period_ms}))
     n = frame_samples(period_ms)
     data = to_bytes(signal)
@@ -159,8 +158,7 @@ def gate_opens(
         marked = frames[k] if frames is not None and k < len(frames) else b""
         if isinstance(marked, UnsureFrame) and gate.in_turn:
             frame = marked.whole
-        early = isinstance(marked, UnsureFrame) and marked.early
-        if (early or (learning is not None and k < len(learning) and learning[k])) and not gate.in_turn:
+        if learning is not None and k < len(learning) and learning[k] and not gate.in_turn:
             gate.listen(frame)
             continue
         for event in gate.process(frame, talk_over=k < len(talk) and talk[k]):

@@ -243,21 +243,6 @@ def test_frames_from_before_the_canceller_learned_the_room_open_no_turn() -> Non
     assert 20 < mic.echo_dropped < len(frames) - len(said) // 480
 
 
-def test_unsure_frames_from_the_far_ends_first_moments_open_no_turn() -> None:
-    """The first NO_ECHO_S of far end, before anything is known of an echo: a fresh AEC3 leaks the onset of
-    the device's first sound (in drawn rooms it opened turns on the first syllable). Such frames are heard but
-    open no turn; later unsure frames do (a headset's user, talking over the first answer, is heard)."""
-    said = ag.speak("Turn it down.", "en-gb+m2")
-    scene = place(len(said) + RATE, [(0.4, said / np.max(np.abs(said)) * 0.3)])
-    data = to_bytes(scene + ag.pink_noise(len(scene), seed=5) * 1e-3)
-    frames = [data[i : i + 960] for i in range(0, len(data) - 959, 960)]
-    for early, turns in ((True, 0), (False, 1)):
-        mic = GatedMic(NoFrames(), make_gate(Settings()), Playing(), StateMachine(), echo_tail_s=0.0)
-        for f in frames:
-            mic.handle(UnsureFrame(f, f, early=early))
-        assert mic.turns_started == turns, early
-
-
 class _Leaky:
     """AEC3 that, a few times in the answer, passes the mic through for 150 ms: the bursts AEC3 leaked at loud
     onsets in drawn rooms (20-25 dB over the linear filter's residual)."""
@@ -301,3 +286,29 @@ def test_where_aec3_leaks_echo_the_trusted_linear_residual_goes_out(
         assert 20 * np.log10(level(sent) / level(burst)) <= -20
     else:
         assert opens_in(room, out) != []
+
+
+class _Filter:
+    """What `TalkOver` reads of the linear filter, set frame by frame: the mic's and the residual's power."""
+
+    delay_found = True
+    far_active = True
+    powers = (0.0, 0.0)
+
+
+def test_the_filter_is_trusted_on_a_whole_second_of_measures_not_its_first() -> None:
+    """A filter cancelling 25 dB from the start of an answer: trusted once a second of its measures (after the
+    first second it learns in) says so, not on its first measure. Trusted on one measure, a filter at 21 dB
+    opened a turn on the answer's next loud onset."""
+    from edgevoice.frontend.talk import TalkOver
+
+    lin = _Filter()
+    talk = TalkOver(lin, 30)  # type: ignore[arg-type]
+    trusted_at = None
+    for k in range(1, 200):
+        mic = 1e-6 if k == 1 else 1e-3  # one quiet frame (the room's noise floor), then echo 30 dB over it
+        lin.powers = (mic, mic * 10**-2.5)  # 25 dB cancelled
+        talk()
+        if talk.trusted and trusted_at is None:
+            trusted_at = k * 0.03
+    assert trusted_at is not None and 1.95 <= trusted_at <= 2.4, trusted_at

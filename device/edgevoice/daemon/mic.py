@@ -228,11 +228,9 @@ class GatedMic:
             # The canceller does not know yet whether there is an echo, and AEC3 alone cuts into a user it
             # has nothing to cancel for: the user has the floor, so the turn takes their words whole.
             frame = frame.whole
-        held = isinstance(frame, LearningFrame) or (isinstance(frame, UnsureFrame) and frame.early)
-        if held and not self._gate.in_turn:
-            # The echo canceller has not learned the room yet (the first answer's first second or two), or the
-            # far end has only just begun: the frame opens no turn, but the gate hears it, so that a barge-in
-            # right after has a background.
+        if isinstance(frame, LearningFrame) and not self._gate.in_turn:
+            # The echo canceller has not learned the room yet (the first answer's first second or two): the
+            # frame opens no turn, but the gate hears it, so that a barge-in right after has a background.
             self.echo_dropped += 1
             self._gate.listen(frame)
             return

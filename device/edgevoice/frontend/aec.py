@@ -140,7 +140,7 @@ class EchoCancel:
             # (the gate takes a while to open a turn at the start of a stream: the words must reach it whole).
             return to_bytes(residual)
         if self.talk.unsure and not self.talk.talking:
-            return UnsureFrame(pcm, to_bytes(residual), early=self.talk.early)
+            return UnsureFrame(pcm, to_bytes(residual))
         return pcm
 
     def _leaks(self, out: Int16Array) -> bool:

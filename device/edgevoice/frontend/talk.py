@@ -43,6 +43,9 @@ measured over ERLE_WINDOW_S of its loud frames) is this much: a filter whose per
 tail longer than it, a weak direct path the delay estimate misses) showed 25 dB in its best windows and 14
 in others, and its residual then looked like the user in the others."""
 TRUST_SPAN_S = 1.0
+"""...and only once it has a whole TRUST_SPAN_S of such measures: a filter trusted on its first (21.5 dB, one
+window 1.0 s into an answer) cancelled 21 dB at best, and a loud onset of the answer a few hundred ms later
+stood within SHARE_DB of the mic in its residual (it opened a turn on the answer, in a room drawn at random)."""
 TRUST_AFTER_S = 1.0
 """...and not before it has learned from this much of the far end: a filter a few hundred ms old can cancel
 one sound well and the next not at all (it opened turns on the answer 0.5-0.8 s into it)."""
@@ -106,18 +109,13 @@ class UnsureFrame(bytes):
     the user's words 20-50 dB: a sentence under way when a cue began came out split in two turns. The frame
     is AEC3's output, for the gate to open turns on (the linear filter has not shown it can tell the
     device's voice from the user's yet); `whole` is the linear residual, the user at their own level, which
-    a turn already open (the user has the floor) takes instead. In the first NO_ECHO_S of far end (`early`)
-    it opens no turn: a fresh AEC3 leaks the onset of the device's first sound 20-25 dB over the room's noise
-    (it opened turns on the first answer's first syllable in drawn rooms), and before NO_ECHO_S has passed
-    nothing is known either way."""
+    a turn already open (the user has the floor) takes instead."""
 
     whole: bytes
-    early: bool
 
-    def __new__(cls, pcm: bytes, whole: bytes, early: bool = False) -> UnsureFrame:
+    def __new__(cls, pcm: bytes, whole: bytes) -> UnsureFrame:
         frame = super().__new__(cls, pcm)
         frame.whole = whole
-        frame.early = early
         return frame
 
 
@@ -157,12 +155,6 @@ class TalkOver:
         return self._far_s < LEARN_S and self.linear.delay_found and not self.trusted
 
     @property
-    def early(self) -> bool:
-        """The far end has played less than NO_ECHO_S since the canceller began: whether there is an echo
-        cannot be known yet."""
-        return self._far_s < NO_ECHO_S
-
-    @property
     def unsure(self) -> bool:
         """Whether there is an echo to cancel is not known yet: no echo path turned up, and the filter is not
         trusted (it has not shown it cancels, nor that there is nothing to cancel)."""
@@ -171,7 +163,7 @@ class TalkOver:
     @property
     def trusted(self) -> bool:
         lin = self.linear
-        if self.erle_db >= TRUST_DB and self._far_s >= TRUST_AFTER_S:
+        if self.erle_db >= TRUST_DB and len(self._shown) == self._shown.maxlen:
             return True  # it cancels: what it leaves over the echo is the user
         return self._no_echo and not lin.delay_found  # nothing to cancel: what the mic hears is the user
 
