@@ -21,8 +21,6 @@ speech, so this works in two parts:
 
 from __future__ import annotations
 
-from collections import deque
-
 import numpy as np
 import numpy.typing as npt
 
@@ -48,14 +46,6 @@ ESTIMATE_EVERY_S = 0.25
 PEAK_RATIO = 8.0
 """A correlation peak this many times the spread of the rest counts as a delay (a guess, measured on rooms
 with and without echo: a real direct path scores 8-14, none at all under 6)."""
-EARLY_SHARE = 0.6
-"""A correlation peak this share of the highest, arriving before it within half the filter's span, is an earlier
-path (the direct one, in a room whose first reflections carry more): the filter starts there."""
-CLUSTER_RATIO = 10.0
-"""...or this many times the spread outside the filter's span from the earliest (see `_track_delay`), where the
-far end played in CLUSTER_PLAYED of the window: a short cue (an earcon) in a window of the user's speech scored
-that at a few ms of lag with no echo path at all (and the daemon then held the user's words as learning)."""
-CLUSTER_PLAYED = 0.6
 MU = 1.0
 """The background's normalised step (per bin, against the transform's power: a frame of 480 in 2048 moves it
 about a quarter of the way)."""
@@ -107,9 +97,6 @@ class LinearEcho:
         self._nfft = 1 << int(np.ceil(np.log2(nd + self._lags)))
         self._band = round(self._nfft / 2 * 0.8)  # PHAT bins below 1.6 kHz: above, block-mean aliasing
         self._since = 0
-        self._played: deque[bool] = deque(maxlen=round(WINDOW_S * RATE) // frame_samples)
-        self._span = (self.taps - self.margin) // 2  # how much earlier than the highest peak an arrival may be
-        self._cover = self.taps - self.margin  # what the filter covers past its first arrival
         self._updates = 0
         self.powers = (0.0, 0.0)
         """The last frame's mean square (full scale 1) of the mic and of the residual."""
@@ -186,7 +173,6 @@ class LinearEcho:
         self._dmic[-n:] = mic.reshape(-1, DECIMATE).sum(axis=1)  # block sums: the scale is PHAT's to lose
         self._dfar[:-n] = self._dfar[n:]
         self._dfar[-n:] = far.reshape(-1, DECIMATE).sum(axis=1)
-        self._played.append(float(far @ far) > FAR_FLOOR**2 * len(far))
         self._since += len(mic)
         if self._since < ESTIMATE_EVERY_S * RATE:
             return
@@ -207,21 +193,9 @@ class LinearEcho:
         c = np.fft.irfft(cross)[: self._lags + 1]  # c[k]: mic against far k samples later (lag = lags - k)
         k = int(np.argmax(c))
         spread = float(np.std(np.delete(c, slice(max(0, k - 3), k + 4))))
-        # In a room whose reflections carry more than its direct path, the peaks of the first few arrive
-        # within a few ms of one another at nearly the same height, and they are the spread the highest is
-        # judged against (5-7 times it, where a lone direct path scores 8-14). So the filter starts at the
-        # earliest of them, and they may be judged against what lies outside the span the filter will cover,
-        # by a higher bar (a room with no echo path scored up to 8.6 so).
-        within = np.arange(k, min(len(c), k + self._span // DECIMATE))  # later indices: earlier arrivals
-        first = int(within[np.flatnonzero(c[within] >= EARLY_SHARE * c[k])[-1]])
-        outside = np.ones(len(c), bool)
-        outside[max(0, first - self._cover // DECIMATE) : first + 4] = False
-        beyond = float(np.std(c[outside])) if outside.any() else float("inf")
-        played = sum(self._played) >= CLUSTER_PLAYED * (self._played.maxlen or 1)
-        cluster = played and c[k] >= CLUSTER_RATIO * beyond
-        if float(c[k]) < PEAK_RATIO * max(spread, 1e-20) and not cluster:
+        if float(c[k]) < PEAK_RATIO * max(spread, 1e-20):
             return
-        new = min(max(0, (self._lags - first) * DECIMATE - self.margin), self.max_delay)
+        new = min(max(0, (self._lags - k) * DECIMATE - self.margin), self.max_delay)
         if not self.delay_found or abs(new - self.delay) > self.margin // 2:
             self._move(new)
         self.delay_found = True
