@@ -7,10 +7,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from edgevoice.daemon.earcons import make
 from edgevoice.frontend import FarEnd
 from edgevoice.frontend.drift import ClockDrift
 from edgevoice.frontend.linear import LinearEcho
-from edgevoice.pcm import RATE, frame_samples, samples, to_bytes
+from edgevoice.pcm import RATE, frame_samples, samples, to_bytes, to_float
 from tests import audiogen as ag
 from tests.echoroom import Room, erle_db, place
 
@@ -122,9 +123,6 @@ def test_an_earcon_over_the_users_words_with_no_echo_path_moves_no_filter(voice:
     # the filter's span (to place the filter in rooms whose reflections outweigh their direct path) took a
     # cue's short correlation peak at the first estimate, and the daemon held the user's words back as the
     # canceller's learning (a daemon test failed 3 runs in 5). These scenes place no filter.
-    from edgevoice.daemon.earcons import make
-    from edgevoice.pcm import to_float
-
     lost, back = (to_float(make(name), np.float64) for name in ("lost", "back"))
     user = ag.speak(ag.HELD_OUT_SENTENCES[sentence], voice)
     length = len(user) + 2 * RATE

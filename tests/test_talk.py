@@ -14,7 +14,8 @@ from edgevoice.config import Settings, parse
 from edgevoice.daemon.mic import GatedMic
 from edgevoice.daemon.state import Event, StateMachine
 from edgevoice.frontend import EchoCancel, FarEnd
-from edgevoice.frontend.talk import LearningFrame, TalkFrame, UnsureFrame
+from edgevoice.frontend.aec import webrtc_canceller
+from edgevoice.frontend.talk import LearningFrame, TalkFrame, TalkOver, UnsureFrame
 from edgevoice.gate import GateState, TurnStarted, make_gate
 from edgevoice.pcm import RATE, to_bytes, to_float
 from tests import audiogen as ag
@@ -249,8 +250,6 @@ class _Leaky:
     needs the linear filter trusted (here from 4.9 s), and before that nothing tells a leak from the user."""
 
     def __init__(self) -> None:
-        from edgevoice.frontend.aec import webrtc_canceller
-
         self.aec = webrtc_canceller()
         self.frames = 0
         self.leaked: list[bytes] = []
@@ -268,10 +267,8 @@ class _Leaky:
 def test_where_aec3_leaks_echo_the_trusted_linear_residual_goes_out(
     check: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import edgevoice.frontend.aec as aec
-
     if not check:  # without the rule, as shown here: the leaks open turns on the answer
-        monkeypatch.setattr(aec, "LEAK_DB", float("inf"))
+        monkeypatch.setattr("edgevoice.frontend.aec.LEAK_DB", float("inf"))
     room = Room(seed=26)
     speech = answer()
     far = place(len(speech) + 2 * RATE, [(0.5, speech)])
@@ -301,8 +298,6 @@ def test_the_filter_is_trusted_on_a_whole_second_of_measures_not_its_first() -> 
     """A filter cancelling 25 dB from the start of an answer: trusted once a second of its measures (after the
     first second it learns in) says so, not on its first measure. Trusted on one measure, a filter at 21 dB
     opened a turn on the answer's next loud onset."""
-    from edgevoice.frontend.talk import TalkOver
-
     lin = _Filter()
     talk = TalkOver(lin, 30)  # type: ignore[arg-type]
     trusted_at = None

@@ -150,8 +150,8 @@ class EchoCancel:
         the user talks, AEC3's output is under the residual: its suppressor cuts into them.)"""
         if not self.talk.trusted:
             return False
-        x = out.astype(np.float64)
-        return float(x @ x) / len(x) / 32768.0**2 > self.linear.powers[1] * 10 ** (LEAK_DB / 10) + SILENCE
+        x = to_float(out, np.float64)
+        return float(x @ x) / len(x) > self.linear.powers[1] * 10 ** (LEAK_DB / 10) + SILENCE
 
     def _pass(self, frame: bytes) -> bytes:
         """A frame passed untouched (the speaker has been quiet `idle_s`). The last few seconds of them are
